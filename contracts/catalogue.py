@@ -1,0 +1,85 @@
+"""Who subscribes to what, and the broker topology derived from it.
+
+``portico setup`` declares exactly this before any service starts, so no event is
+lost for lack of a queue. Each consuming service has one durable queue, retry queues
+that hold a failed event for a delay and send it back, and a dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.events import EVENTS, EXCHANGE
+
+# service -> routing-key patterns it consumes (topic syntax)
+SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "notify": ("quote_request.*", "directory.#"),
+}
+
+DEFAULT_RETRY_DELAYS_MS = (1000, 5000, 30000, 120000)
+
+
+def queue_name(service: str) -> str:
+    return f"portico.{service}.events"
+
+
+def retry_queue_name(service: str, attempt: int) -> str:
+    return f"portico.{service}.retry.{attempt}"
+
+
+def dead_queue_name(service: str) -> str:
+    return f"portico.{service}.dead"
+
+
+def asyncapi() -> dict[str, Any]:
+    """An AsyncAPI 3.0 document of the exchange, routing keys and payloads."""
+    from apispec.ext.marshmallow.openapi import OpenAPIConverter
+
+    converter = OpenAPIConverter(openapi_version="3.1.0", schema_name_resolver=lambda s: None, spec=None)
+    channels: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for event_type, (schema_cls, publisher, summary) in sorted(EVENTS.items()):
+        key = event_type.replace(".", "_")
+        payload = converter.schema2jsonschema(schema_cls())
+        messages[key] = {
+            "name": event_type,
+            "summary": summary,
+            "contentType": "application/json",
+            "payload": {
+                "type": "object",
+                "required": [
+                    "id", "type", "version", "occurred_at", "tenant_id",
+                    "correlation_id", "causation_id", "actor", "data",
+                ],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "type": {"const": event_type},
+                    "version": {"type": "integer", "minimum": 1},
+                    "occurred_at": {"type": "string", "format": "date-time"},
+                    "tenant_id": {"type": "string", "format": "uuid"},
+                    "correlation_id": {"type": ["string", "null"]},
+                    "causation_id": {"type": ["string", "null"]},
+                    "actor": {"type": "object"},
+                    "data": payload,
+                },
+            },
+        }
+        channels[key] = {
+            "address": event_type,
+            "messages": {key: {"$ref": f"#/components/messages/{key}"}},
+            "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": EXCHANGE, "type": "topic", "durable": True}}},
+        }
+        operations[f"publish_{key}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{key}"},
+            "summary": f"Published by the {publisher} service.",
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "Portico events", "version": "1.0.0"},
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages},
+    }

@@ -1,0 +1,139 @@
+"""Configuration from the environment, with safe local defaults.
+
+Every process reads its settings once from ``os.environ`` through :func:`load`. Local
+development needs no variables at all; ``PORTICO_ENV=production`` turns every default
+that is only safe on a laptop into a hard error naming the missing variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+SERVICES = ("gateway", "quotes", "notify")
+DEFAULT_PORTS = {"gateway": 8080, "quotes": 8081, "notify": 8082}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    amqp_uri: str
+    admin_database_url: str
+    database_url: str | None
+    rpc_timeout: float
+    retry_delays_ms: tuple[int, ...]
+    blob_dir: str
+    mail_dir: str
+    smtp_host: str
+    smtp_port: int
+    smtp_from: str
+    smtp_username: str | None
+    smtp_password: str | None
+    smtp_starttls: bool
+    sms_http_url: str | None
+    sms_http_token: str | None
+    sms_dir: str
+    portal_base_url: str
+    jwt_issuer: str
+    jwt_audience: str
+    log_level: str
+    outbox_relay_interval: float
+    raw: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def service_database_url(self, service: str) -> str:
+        """The URL a service connects with: its own role, which cannot bypass RLS.
+
+        ``<SERVICE>_DATABASE_URL`` wins, then ``DATABASE_URL``; locally the admin URL
+        with the user swapped for ``portico_<service>`` (trust auth on a dev box).
+        """
+        specific = self.raw.get(f"{service.upper()}_DATABASE_URL")
+        if specific:
+            return specific
+        if self.database_url:
+            return self.database_url
+        if self.production:
+            raise ConfigError(f"{service.upper()}_DATABASE_URL or DATABASE_URL is required")
+        return with_user(self.admin_database_url, f"portico_{service}")
+
+    def port(self, service: str) -> int:
+        return int(self.raw.get("PORT") or DEFAULT_PORTS.get(service, 8090))
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    auth = user if password is None else f"{user}:{password}"
+    return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path, parts.query, ""))
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    mode = env.get("PORTICO_ENV", "development")
+    production = mode == "production"
+
+    def need(name: str, default: str) -> str:
+        value = env.get(name)
+        if value:
+            return value
+        if production:
+            raise ConfigError(f"{name} is required when PORTICO_ENV=production")
+        return default
+
+    try:
+        delays = tuple(
+            int(x) for x in env.get("EVENT_RETRY_DELAYS_MS", "1000,5000,30000,120000").split(",")
+        )
+        rpc_timeout = float(env.get("RPC_TIMEOUT_SECONDS", "10"))
+        smtp_port = int(env.get("SMTP_PORT", "1025"))
+        relay_interval = float(env.get("OUTBOX_RELAY_INTERVAL", "1.0"))
+    except ValueError as exc:
+        raise ConfigError(f"malformed numeric setting: {exc}") from exc
+
+    return Settings(
+        env=mode,
+        amqp_uri=need("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
+        admin_database_url=need(
+            "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/portico"
+        ),
+        database_url=env.get("DATABASE_URL") or None,
+        rpc_timeout=rpc_timeout,
+        retry_delays_ms=delays,
+        blob_dir=need("BLOB_DIR", "var/blobs"),
+        mail_dir=env.get("MAIL_DIR", "var/mail"),
+        smtp_host=need("SMTP_HOST", "127.0.0.1"),
+        smtp_port=smtp_port,
+        smtp_from=need("SMTP_FROM", "Portico <no-reply@portico.local>"),
+        smtp_username=env.get("SMTP_USERNAME") or None,
+        smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_starttls=_bool(env.get("SMTP_STARTTLS")),
+        sms_http_url=env.get("SMS_HTTP_URL") or None,
+        sms_http_token=env.get("SMS_HTTP_TOKEN") or None,
+        sms_dir=env.get("SMS_DIR", "var/sms"),
+        portal_base_url=need("PORTAL_BASE_URL", "http://127.0.0.1:8080"),
+        jwt_issuer=env.get("JWT_ISSUER", "portico"),
+        jwt_audience=env.get("JWT_AUDIENCE", "portico-api"),
+        log_level=env.get("LOG_LEVEL", "INFO"),
+        outbox_relay_interval=relay_interval,
+        raw=env,
+    )

@@ -1,0 +1,34 @@
+"""CSV exports that are safe to open in a spreadsheet.
+
+Every cell is neutralised against formula injection (OWASP "CSV Injection"): a cell
+that a spreadsheet would read as a formula gets a leading single quote. Output is
+RFC 4180: comma separated, fields quoted when needed, quotes doubled, CRLF line ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(cell: object) -> str:
+    """``None`` -> ``""``; anything else as text, quoted with ``'`` if formula-like."""
+    if cell is None:
+        return ""
+    text = cell if isinstance(cell, str) else str(cell)
+    if text.startswith(FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def to_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """The header and rows as one RFC 4180 CSV document, every cell neutralised."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, dialect="excel", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow([neutralize(cell) for cell in header])
+    for row in rows:
+        writer.writerow([neutralize(cell) for cell in row])
+    return buffer.getvalue()

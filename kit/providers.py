@@ -1,0 +1,142 @@
+"""nameko dependency providers: the database (with its outbox relay) and timed RPC."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import eventlet
+from nameko.exceptions import UnknownService
+from nameko.extensions import DependencyProvider
+from nameko.rpc import Rpc as NamekoRpc
+from nameko.rpc import RpcProxy
+from sqlalchemy import MetaData
+
+from kit.config import Settings, load
+from kit.context import Context
+from kit.db import DatabaseCore, UnitOfWork
+from kit.errors import DomainError, ServiceUnavailable
+from kit.messaging import EventPublisher, publish_committed, relay_once
+
+log = logging.getLogger(__name__)
+
+
+class WorkerDb:
+    """What a worker sees as ``self.db``: units of work bound to its request context."""
+
+    def __init__(self, core: DatabaseCore, ctx: Context) -> None:
+        self.core = core
+        self._ctx = ctx
+
+    def unit_of_work(self, *, tenant_id: str | None = None, system: bool = False,
+                     causation_id: str | None = None) -> Any:
+        actor = self._ctx.actor
+        return self.core.unit_of_work(
+            actor,
+            tenant_id=tenant_id,
+            request_id=self._ctx.request_id,
+            causation_id=causation_id or self._ctx.causation_id,
+            system=system,
+        )
+
+
+class Database(DependencyProvider):
+    """A service's own schema, with the transactional outbox published after commit
+    and relayed on a timer for anything that missed (crash, broker outage)."""
+
+    def __init__(self, service: str, metadata: MetaData) -> None:
+        self.service = service
+        self.metadata = metadata
+        self.core: DatabaseCore | None = None
+        self.settings: Settings | None = None
+
+    def setup(self) -> None:
+        self.settings = load()
+        self.core = DatabaseCore(self.settings.service_database_url(self.service), self.metadata)
+        if self.core.outbox is not None:
+            self.publisher = EventPublisher(self.settings.amqp_uri)
+            core = self.core
+            self.core.after_commit.append(
+                lambda envelopes: publish_committed(core, self.publisher, envelopes)
+            )
+
+    def start(self) -> None:
+        if self.core is not None and self.core.outbox is not None:
+            self.container.spawn_managed_thread(self._relay_forever)
+
+    def _relay_forever(self) -> None:
+        assert self.core is not None and self.settings is not None
+        interval = self.settings.outbox_relay_interval
+        while True:
+            eventlet.sleep(interval)
+            try:
+                while relay_once(self.core, self.publisher) >= 500:
+                    pass
+            except Exception as exc:  # noqa: BLE001 - broker/db down: try again next tick
+                log.warning("outbox relay round failed: %s", exc)
+
+    def stop(self) -> None:
+        if self.core is not None:
+            self.core.dispose()
+
+    def get_dependency(self, worker_ctx: Any) -> WorkerDb:
+        assert self.core is not None
+        return WorkerDb(self.core, Context(worker_ctx))
+
+
+UnitOfWorkT = UnitOfWork
+
+
+class _TimedService:
+    def __init__(self, proxy: Any, timeout: float, service: str) -> None:
+        self._proxy = proxy
+        self._timeout = timeout
+        self._service = service
+
+    def __getattr__(self, method: str) -> Any:
+        method_proxy = getattr(self._proxy, method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                reply = method_proxy.call_async(*args, **kwargs)
+            except UnknownService as exc:
+                raise ServiceUnavailable(f"the {self._service} service is not running") from exc
+            except OSError as exc:
+                raise ServiceUnavailable("the message broker is unreachable") from exc
+            with eventlet.Timeout(self._timeout, False):
+                return reply.result()
+            raise ServiceUnavailable(f"the {self._service} service did not answer in time")
+
+        return call
+
+
+class Rpc(RpcProxy):
+    """RPC with a timeout. The request also expires in the broker after the timeout, so a
+    service that comes back late never acts on a call whose caller already gave up."""
+
+    def __init__(self, target_service: str, timeout: float | None = None, **options: Any) -> None:
+        self._timeout = timeout if timeout is not None else load().rpc_timeout
+        options.setdefault("expiration", self._timeout)
+        super().__init__(target_service, **options)
+
+    def get_dependency(self, worker_ctx: Any) -> _TimedService:
+        return _TimedService(super().get_dependency(worker_ctx), self._timeout,
+                             self.target_service)
+
+
+class DomainRpc(NamekoRpc):
+    """``@rpc`` whose domain errors reach the caller as ``DomainError(code, detail, errors)``.
+
+    nameko rebuilds only exception classes the caller has imported; the gateway must not
+    import every service's domain, so every rule broken crosses the wire as the base
+    class carrying its stable code.
+    """
+
+    def handle_result(self, message: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
+        if exc_info is not None and isinstance(exc_info[1], DomainError):
+            err = exc_info[1]
+            exc_info = (DomainError, DomainError(err.code, err.detail, err.errors), exc_info[2])
+        return super().handle_result(message, worker_ctx, result, exc_info)
+
+
+rpc = DomainRpc.decorator

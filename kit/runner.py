@@ -1,0 +1,60 @@
+"""Run one service in this process: ``portico run quotes``.
+
+Many copies of the same service may run at once: RPC and event queues are shared,
+so copies are competing consumers and the broker spreads the work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+from typing import Any
+
+SERVICE_CLASSES = {
+    "gateway": "services.gateway.service:GatewayService",
+    "quotes": "services.quotes.service:QuotesService",
+    "notify": "services.notify.service:NotifyService",
+}
+
+
+def service_class(name: str) -> Any:
+    module, _, attr = SERVICE_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def nameko_config(service: str) -> dict[str, Any]:
+    from kit.config import load
+
+    settings = load()
+    return {
+        "AMQP_URI": settings.amqp_uri,
+        "WEB_SERVER_ADDRESS": f"{settings.raw.get('BIND_HOST', '0.0.0.0')}:{settings.port(service)}",  # noqa: S104
+        "max_workers": int(settings.raw.get("MAX_WORKERS", "20")),
+        "parent_calls_tracked": 5,
+        "serializer": "json",
+        "HEARTBEAT": 30,
+    }
+
+
+def run(service: str) -> None:
+    import eventlet
+
+    eventlet.monkey_patch()  # before anything opens a socket
+
+    from nameko.runners import ServiceRunner
+
+    from kit.config import load
+    from kit.observability import configure_logging
+
+    settings = load()
+    configure_logging(settings.log_level)
+    runner = ServiceRunner(nameko_config(service))
+    runner.add_service(service_class(service))
+
+    def shutdown(signum: int, frame: Any) -> None:
+        eventlet.spawn_n(runner.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    runner.start()
+    runner.wait()

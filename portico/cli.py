@@ -1,0 +1,129 @@
+"""The operator's command line: ``portico <command>``.
+
+    portico up                 set up everything and run the whole system locally
+    portico setup              create database, roles, schemas, migrations, broker topology
+    portico run SERVICE        run one service (several copies may run at once)
+    portico tenant create ...  create a tenant (shop) with its first admin
+    portico dead-letters list|replay SERVICE
+    portico check              are PostgreSQL and RabbitMQ reachable?
+    portico keygen             print a new Ed25519 signing key (PEM) for JWT_PRIVATE_KEYS
+    portico asyncapi           print the event catalogue (AsyncAPI 3.0, JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _settings() -> Any:
+    from kit.config import ConfigError, load
+
+    try:
+        return load()
+    except ConfigError as exc:
+        sys.exit(f"portico: configuration error: {exc}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from portico.infra import check_dependencies
+
+    problems = check_dependencies(_settings())
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print("PostgreSQL and RabbitMQ are reachable.")
+    return 2 if problems else 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from portico.infra import setup
+
+    setup(_settings(), log=print)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kit.runner import SERVICE_CLASSES, run
+
+    if args.service not in SERVICE_CLASSES:
+        sys.exit(f"portico: unknown service {args.service!r}; one of {', '.join(SERVICE_CLASSES)}")
+    run(args.service)
+    return 0
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    from portico.seed import create_tenant
+
+    tenant_id = create_tenant(_settings(), args.slug, args.name, args.admin_email,
+                              args.admin_password, args.admin_first_name, args.admin_last_name)
+    print(json.dumps({"tenant_id": tenant_id, "slug": args.slug}))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from kit.messaging import dead_letters
+
+    found = dead_letters(_settings().amqp_uri, args.service, replay=args.action == "replay")
+    for item in found:
+        print(json.dumps(item, default=str))
+    verb = "replayed" if args.action == "replay" else "dead letters"
+    print(f"{len(found)} {verb} for {args.service}", file=sys.stderr)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from services.gateway.tokens import KeyRing
+
+    print(KeyRing.generate_pem(), end="")
+    return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from contracts.catalogue import asyncapi
+
+    print(json.dumps(asyncapi(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from portico.up import up
+
+    return up(_settings(), seed=not args.no_seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="portico", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="are PostgreSQL and RabbitMQ reachable?").set_defaults(fn=cmd_check)
+    sub.add_parser("setup", help="database, migrations, broker topology").set_defaults(fn=cmd_setup)
+    run = sub.add_parser("run", help="run one service")
+    run.add_argument("service")
+    run.set_defaults(fn=cmd_run)
+    up = sub.add_parser("up", help="set up and run the whole system locally")
+    up.add_argument("--no-seed", action="store_true", help="skip the demo tenant")
+    up.set_defaults(fn=cmd_up)
+    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="action", required=True)
+    create = tenant.add_parser("create", help="create a tenant and its first admin")
+    create.add_argument("--slug", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--admin-email", required=True)
+    create.add_argument("--admin-password", required=True)
+    create.add_argument("--admin-first-name", default="Admin")
+    create.add_argument("--admin-last-name", default="User")
+    create.set_defaults(fn=cmd_tenant_create)
+    dl = sub.add_parser("dead-letters", help="list or replay a service's dead letters")
+    dl.add_argument("action", choices=["list", "replay"])
+    dl.add_argument("service")
+    dl.set_defaults(fn=cmd_dead_letters)
+    sub.add_parser("keygen", help="new Ed25519 key (PEM)").set_defaults(fn=cmd_keygen)
+    sub.add_parser("asyncapi", help="print the event catalogue").set_defaults(fn=cmd_asyncapi)
+    args = parser.parse_args(argv)
+    sys.exit(args.fn(args))
+
+
+if __name__ == "__main__":
+    main()

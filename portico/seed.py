@@ -1,0 +1,126 @@
+"""Tenants (operator CLI) and the demo data ``portico up`` creates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from sqlalchemy import select
+
+from kit.config import Settings
+from kit.db import DatabaseCore
+from services.gateway import domain
+from services.gateway.models import StaffUser, Tenant, TenantSettings, metadata
+from services.gateway.tokens import hash_password
+
+DEMO_TENANT = "demo"
+DEMO_PASSWORD = "portico-demo-pass"
+DEMO_STAFF = [
+    ("admin@demo.portico.local", "Ada", "Admin", ["admin"]),
+    ("manager@demo.portico.local", "Max", "Manager", ["manager"]),
+    ("advisor@demo.portico.local", "Avery", "Advisor", ["advisor"]),
+    ("tech@demo.portico.local", "Terry", "Technician", ["technician"]),
+]
+DEMO_PORTAL = "fleet@acme.example"
+
+
+def staff_event(user: StaffUser) -> dict[str, Any]:
+    return {"id": user.id, "name": f"{user.first_name} {user.last_name}", "email": user.email,
+            "roles": list(user.roles), "active": user.active}
+
+
+def create_tenant(settings: Settings, slug: str, name: str, admin_email: str,
+                  admin_password: str, first_name: str = "Admin", last_name: str = "User") -> str:
+    """Create a tenant with its settings and first admin; idempotent on the slug."""
+    slug = slug.strip().lower()
+    if not domain.valid_slug(slug):
+        raise SystemExit("portico: the slug must be lowercase letters, digits and dashes")
+    email = domain.normalise_email(admin_email)
+    if not domain.valid_email(email) or len(admin_password) < 12:
+        raise SystemExit("portico: a valid admin email and a password of 12+ characters are needed")
+    core = DatabaseCore(settings.service_database_url("gateway"), metadata, pool_size=1)
+    try:
+        with core.unit_of_work(system=True) as uow:
+            existing = uow.session.scalars(select(Tenant).where(Tenant.slug == slug)).first()
+            if existing is not None:
+                return existing.id
+            tenant = Tenant(slug=slug, name=name.strip())
+            uow.session.add(tenant)
+            uow.session.flush()
+            tenant_id = tenant.id
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            uow.session.add(TenantSettings(features={f: True for f in domain.TENANT_FEATURES},
+                                           reason_codes=["phone", "in_person", "email"]))
+            admin = StaffUser(email=email, password_hash=hash_password(admin_password),
+                              first_name=first_name, last_name=last_name, roles=["admin"])
+            uow.session.add(admin)
+            uow.session.flush()
+            uow.emit("directory.tenant.created", {"id": tenant_id, "slug": slug, "name": name})
+            uow.emit("directory.staff_user.created", staff_event(admin))
+        return tenant_id
+    finally:
+        core.dispose()
+
+
+class Api:
+    """A tiny client of the public API (the demo goes through the same door as users)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/") + "/api/v1"
+        self.http = requests.Session()
+
+    def login(self, tenant: str, email: str, password: str) -> None:
+        r = self.http.post(f"{self.base}/auth/token",
+                           json={"tenant": tenant, "email": email, "password": password}, timeout=10)
+        r.raise_for_status()
+        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    def get(self, path: str, **kw: Any) -> Any:
+        r = self.http.get(self.base + path, timeout=15, **kw)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        r = self.http.post(self.base + path, json=body, timeout=15)
+        if r.status_code >= 400:
+            raise RuntimeError(f"POST {path} -> {r.status_code}: {r.text}")
+        return r.json() if r.content else None
+
+
+def seed_demo(settings: Settings, base_url: str) -> dict[str, Any]:
+    """Create the demo tenant and its sample data, unless it is already there."""
+    admin_email = DEMO_STAFF[0][0]
+    create_tenant(settings, DEMO_TENANT, "Demo Fleet Repair", admin_email, DEMO_PASSWORD,
+                  DEMO_STAFF[0][1], DEMO_STAFF[0][2])
+    api = Api(base_url)
+    api.login(DEMO_TENANT, admin_email, DEMO_PASSWORD)
+    existing = api.get("/customers", params={"limit": 1})["items"]
+    if existing:
+        return {"customer_id": existing[0]["id"]}
+    for email, first, last, roles in DEMO_STAFF[1:]:
+        api.post("/users", {"email": email, "first_name": first, "last_name": last,
+                            "roles": roles, "password": DEMO_PASSWORD})
+    customer = api.post("/customers", {"name": "Acme Logistics", "account_number": "ACME-001"})
+    cid = customer["id"]
+    api.post(f"/customers/{cid}/contacts", {
+        "first_name": "Casey", "last_name": "Fleetmanager", "email": "casey@acme.example",
+        "phone": "+15550100", "notify_by": "both", "is_team_manager": True})
+    contact = api.post(f"/customers/{cid}/contacts", {
+        "first_name": "Jordan", "last_name": "Driver", "email": "jordan@acme.example",
+        "notify_by": "email", "is_team_manager": False})
+    truck = api.post(f"/customers/{cid}/units", {
+        "make": "Freightliner", "model": "Cascadia", "serial": "1FUJGLDR5CSBM1234",
+        "fleet_number": "T-101", "year": 2021})
+    api.post(f"/customers/{cid}/units", {
+        "make": "Caterpillar", "model": "320 GC", "serial": "CAT0320GCX1234567",
+        "fleet_number": "EX-7", "year": 2019})
+    api.post(f"/customers/{cid}/portal-accounts", {
+        "email": DEMO_PORTAL, "first_name": "Casey", "last_name": "Fleetmanager",
+        "password": DEMO_PASSWORD, "contact_id": contact["id"],
+        "permissions": ["quotes.request", "quotes.approve", "bookings.request",
+                        "estimates.approve", "invoices.authorize", "payments.make",
+                        "history.view"]})
+    api.post("/quote-requests", {"customer_id": cid, "unit_id": truck["id"],
+                                 "description": "Quote for front brake pads and rotors on T-101",
+                                 "visible_to_customer": True})
+    return {"customer_id": cid}

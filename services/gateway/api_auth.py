@@ -1,0 +1,129 @@
+"""Sign in, refresh, sign out, and the caller's own profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from services.gateway import domain
+from services.gateway.models import PortalAccount, StaffUser
+from services.gateway.web import ANY_CALLER, PUBLIC, ApiError, Call, route
+
+Str = fields.String
+
+
+class TokenRequest(Schema):
+    tenant = Str(required=True, validate=validate.Length(min=1, max=63))
+    email = Str(required=True, validate=validate.Length(min=3, max=320))
+    password = Str(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class RefreshRequest(Schema):
+    refresh_token = Str(required=True, validate=validate.Length(min=10, max=512))
+
+
+class TokenResponse(Schema):
+    access_token = Str(required=True)
+    refresh_token = Str()
+    token_type = Str(required=True)
+    expires_in = fields.Integer(required=True)
+
+
+class MeSchema(Schema):
+    id = fields.UUID(required=True)
+    kind = Str(required=True)
+    tenant_id = fields.UUID(required=True)
+    email = Str()
+    first_name = Str()
+    last_name = Str()
+    time_zone = Str()
+    roles = fields.List(Str())
+    permissions = fields.List(Str())
+    customer_id = fields.UUID(allow_none=True)
+    unit_ids = fields.List(fields.UUID(), allow_none=True)
+    read_only = fields.Boolean()
+
+
+class MePatch(Schema):
+    first_name = Str(required=True, validate=validate.Length(min=1, max=100))
+    last_name = Str(required=True, validate=validate.Length(min=1, max=100))
+    time_zone = Str(validate=validate.Length(min=1, max=64))
+
+
+def _client_address(call: Call) -> str:
+    if call.gw.auth.core.settings.raw.get("TRUST_FORWARDED_FOR") == "1":
+        forwarded = call.request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return call.request.remote_addr or "unknown"
+
+
+@route("POST", "/auth/token", callers=PUBLIC, summary="Sign in with tenant, email and password",
+       tag="auth", body=TokenRequest, response=TokenResponse, errors=(401, 429))
+def token(call: Call) -> Any:
+    b = call.body
+    return call.gw.auth.core.login(call.gw.db.core, b["tenant"], b["email"], b["password"],
+                                   _client_address(call))
+
+
+@route("POST", "/auth/refresh", callers=PUBLIC, summary="Trade a refresh token for new tokens",
+       tag="auth", body=RefreshRequest, response=TokenResponse, errors=(401,))
+def refresh(call: Call) -> Any:
+    return call.gw.auth.core.refresh(call.gw.db.core, call.body["refresh_token"])
+
+
+@route("POST", "/auth/logout", callers=ANY_CALLER, summary="End this session now", tag="auth",
+       status=204)
+def logout(call: Call) -> Any:
+    actor = call.require_actor()
+    call.gw.auth.core.revoke_session(call.gw.db.core, actor.tenant_id, call.claims["sid"], "logout")
+    return None
+
+
+def _me(call: Call, subject: Any) -> dict[str, Any]:
+    actor = call.require_actor()
+    out: dict[str, Any] = {
+        "id": actor.id, "kind": actor.kind, "tenant_id": actor.tenant_id,
+        "roles": list(actor.roles), "permissions": list(actor.permissions),
+        "customer_id": actor.customer_id,
+        "unit_ids": list(actor.unit_ids) if actor.unit_ids is not None else None,
+        "read_only": actor.read_only,
+    }
+    if subject is not None:
+        out.update(email=subject.email, first_name=subject.first_name,
+                   last_name=subject.last_name, time_zone=subject.time_zone)
+    return out
+
+
+def _subject(uow: Any, actor: Any) -> Any:
+    if actor.read_only:
+        return None
+    model = StaffUser if actor.kind == "staff" else PortalAccount
+    subject = uow.session.get(model, actor.id)
+    if subject is None:
+        raise ApiError("not_found", "Your account no longer exists.")
+    return subject
+
+
+@route("GET", "/me", callers=ANY_CALLER, summary="Who am I", tag="auth", response=MeSchema)
+def get_me(call: Call) -> Any:
+    actor = call.require_actor()
+    with call.gw.db.unit_of_work() as uow:
+        return _me(call, _subject(uow, actor))
+
+
+@route("PATCH", "/me", callers=ANY_CALLER, summary="Update my name and time zone", tag="auth",
+       body=MePatch, response=MeSchema)
+def patch_me(call: Call) -> Any:
+    actor = call.require_actor()
+    domain.require_writable(actor)
+    b = call.body
+    domain.raise_if(domain.check_person(b["first_name"], b["last_name"], b.get("time_zone")))
+    with call.gw.db.unit_of_work() as uow:
+        subject = _subject(uow, actor)
+        subject.first_name = b["first_name"].strip()
+        subject.last_name = b["last_name"].strip()
+        if "time_zone" in b:
+            subject.time_zone = b["time_zone"]
+        return _me(call, subject)

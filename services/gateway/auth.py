@@ -1,0 +1,274 @@
+"""Authentication at the edge: login, rotating refresh tokens with reuse detection,
+logout, rate limiting, and turning a bearer token into an :class:`Actor`."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+from nameko.extensions import DependencyProvider
+from sqlalchemy import select, text, update
+from werkzeug.wrappers import Request
+
+from kit.config import Settings, load
+from kit.context import PORTAL_PERMISSIONS, Actor
+from kit.db import utcnow
+from services.gateway import domain
+from services.gateway.models import (
+    AuthSession,
+    PortalAccount,
+    RefreshToken,
+    StaffUser,
+    Tenant,
+)
+from services.gateway.tokens import (
+    KeyRing,
+    TokenError,
+    TokenService,
+    dummy_verify,
+    hash_password,
+    hash_refresh_token,
+    needs_rehash,
+    new_refresh_token,
+    verify_password,
+)
+from services.gateway.web import ApiError
+
+SESSION_DAYS = 30
+PREVIEW_MINUTES = 15
+
+
+def _unauthenticated(detail: str = "Sign in again.", code: str = "unauthenticated") -> ApiError:
+    return ApiError(code, detail)
+
+
+class AuthCore:
+    """Everything about tokens and sessions, independent of nameko."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        keyring = KeyRing.from_env(settings.raw, production=settings.production)
+        self.tokens = TokenService(keyring, settings.jwt_issuer, settings.jwt_audience,
+                                   access_ttl=int(settings.raw.get("ACCESS_TOKEN_TTL", "900")))
+        self.limits = domain.RateLimits.from_env(settings.raw)
+
+    # --- bearer tokens -> actor -------------------------------------------------------
+    def authenticate(self, request: Request, core: Any) -> tuple[Actor, dict[str, Any]]:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthenticated("Send a bearer token in the Authorization header.")
+        try:
+            claims = self.tokens.verify(token.strip())
+        except TokenError as exc:
+            raise _unauthenticated(exc.detail, exc.code) from exc
+        actor = domain.actor_from_claims(claims)
+        if actor is None:
+            raise _unauthenticated("The token does not describe a caller.")
+        # Revocation: logout, refresh-token reuse or a disabled account end the session now.
+        with core.unit_of_work(tenant_id=actor.tenant_id) as uow:
+            alive = uow.session.execute(
+                select(AuthSession.id).where(
+                    AuthSession.id == claims["sid"],
+                    AuthSession.revoked_at.is_(None),
+                    AuthSession.expires_at > utcnow(),
+                )
+            ).first()
+        if alive is None:
+            raise _unauthenticated("This session has ended.")
+        return actor, claims
+
+    def access_token(self, actor: Actor, session_id: str, extra: dict[str, Any] | None = None
+                     ) -> tuple[str, int]:
+        return self.tokens.issue_access({**domain.claims_for(actor, session_id), **(extra or {})})
+
+    # --- login ------------------------------------------------------------------------
+    def login(self, core: Any, tenant_slug: str, email: str, password: str,
+              client: str) -> dict[str, Any]:
+        email = domain.normalise_email(email)
+        keys = (f"acct:{_digest(tenant_slug.lower() + '/' + email)}", f"addr:{_digest(client)}")
+        self._check_limits(core, keys)
+        with core.unit_of_work(system=True) as uow:
+            tenant = uow.session.execute(select(Tenant).where(Tenant.slug == tenant_slug.lower())
+                                         ).scalar_one_or_none()
+        subject = None
+        if tenant is not None:
+            with core.unit_of_work(tenant_id=tenant.id) as uow:
+                subject = self._find_subject(uow.session, email)
+                if subject is not None and verify_password(subject.password_hash, password):
+                    if needs_rehash(subject.password_hash):
+                        subject.password_hash = hash_password(password)
+                    if not domain.may_sign_in(subject):
+                        subject = None
+                else:
+                    subject = None
+        else:
+            dummy_verify()  # same cost as a real check: no tenant/email enumeration by timing
+        if subject is None:
+            self._count_failure(core, keys)
+            raise _unauthenticated("Wrong tenant, email or password.")
+        self._reset(core, keys[0])
+        actor = domain.actor_for(subject, tenant.id)
+        return self.start_session(core, actor, "staff" if actor.is_staff else "portal")
+
+    @staticmethod
+    def _find_subject(session: Any, email: str) -> Any:
+        staff = session.execute(select(StaffUser).where(StaffUser.email == email)).scalar_one_or_none()
+        if staff is not None:
+            return staff
+        return session.execute(
+            select(PortalAccount).where(PortalAccount.email == email)
+        ).scalar_one_or_none()
+
+    def start_session(self, core: Any, actor: Actor, kind: str,
+                      lifetime: timedelta = timedelta(days=SESSION_DAYS),
+                      with_refresh: bool = True) -> dict[str, Any]:
+        with core.unit_of_work(tenant_id=actor.tenant_id) as uow:
+            session = AuthSession(subject_kind=kind, subject_id=actor.id,
+                                  expires_at=utcnow() + lifetime)
+            uow.session.add(session)
+            uow.session.flush()
+            refresh = self._new_refresh(uow.session, session.id, actor.tenant_id) if with_refresh else None
+        token, expires_in = self.access_token(actor, session.id)
+        out = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+        if refresh:
+            out["refresh_token"] = refresh
+        return out
+
+    @staticmethod
+    def _new_refresh(session: Any, session_id: str, tenant_id: str) -> str:
+        secret, digest = new_refresh_token()
+        session.add(RefreshToken(session_id=session_id, token_hash=digest))
+        # The tenant travels in the opaque token so the lookup stays tenant-scoped (RLS).
+        return f"{tenant_id}.{secret}"
+
+    # --- refresh & logout ---------------------------------------------------------------
+    def refresh(self, core: Any, presented: str) -> dict[str, Any]:
+        tenant_id, _, secret = presented.partition(".")
+        if not domain.is_uuid(tenant_id) or not secret:
+            raise _unauthenticated("Unknown refresh token.")
+        reused = False
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            row = uow.session.execute(
+                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(secret))
+                .with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                raise _unauthenticated("Unknown refresh token.")
+            session = uow.session.get(AuthSession, row.session_id, with_for_update=True)
+            if session is None or session.revoked_at is not None or session.expires_at <= utcnow():
+                raise _unauthenticated("This session has ended.")
+            if row.used_at is not None:
+                # A refresh token is good once. Seeing it again means it was stolen:
+                # end the whole family, the thief's and the owner's tokens alike.
+                session.revoked_at = utcnow()
+                session.revoked_reason = "refresh_reuse"
+                reused = True
+            else:
+                row.used_at = utcnow()
+                subject = _load_subject(uow.session, session.subject_kind, session.subject_id)
+                if subject is None or not domain.may_sign_in(subject):
+                    session.revoked_at = utcnow()
+                    session.revoked_reason = "subject_disabled"
+                    reused = True
+                else:
+                    actor = domain.actor_for(subject, tenant_id)
+                    new_refresh = self._new_refresh(uow.session, session.id, tenant_id)
+                    session_id = session.id
+        if reused:
+            raise _unauthenticated("This refresh token was already used; sign in again.")
+        token, expires_in = self.access_token(actor, session_id)
+        return {"access_token": token, "refresh_token": new_refresh, "token_type": "Bearer",
+                "expires_in": expires_in}
+
+    @staticmethod
+    def revoke_session(core: Any, tenant_id: str, session_id: str, reason: str) -> None:
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            uow.session.execute(
+                update(AuthSession).where(AuthSession.id == session_id,
+                                          AuthSession.revoked_at.is_(None))
+                .values(revoked_at=utcnow(), revoked_reason=reason)
+            )
+
+    @staticmethod
+    def revoke_subject(session: Any, subject_id: str, reason: str) -> None:
+        """Inside the caller's unit of work: end every session of a staff user or account."""
+        session.execute(
+            update(AuthSession).where(AuthSession.subject_id == subject_id,
+                                      AuthSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+        )
+
+    def preview(self, core: Any, staff: Actor, customer_id: str) -> dict[str, Any]:
+        actor = Actor(kind="portal", id=staff.id, tenant_id=staff.tenant_id,
+                      permissions=PORTAL_PERMISSIONS, customer_id=customer_id, read_only=True,
+                      name=f"Preview by {staff.name}")
+        return self.start_session(core, actor, "preview",
+                                  lifetime=timedelta(minutes=PREVIEW_MINUTES), with_refresh=False)
+
+    # --- rate limiting ------------------------------------------------------------------
+    def _check_limits(self, core: Any, keys: tuple[str, str]) -> None:
+        with core.unit_of_work(system=True) as uow:
+            rows = uow.session.execute(
+                text("select key, window_start, count from gateway.rate_limits where key = any(:k)"),
+                {"k": list(keys)},
+            ).all()
+        now = utcnow()
+        for row in rows:
+            limit = self.limits.account if row.key.startswith("acct:") else self.limits.address
+            retry_after = domain.retry_after(row.window_start, row.count, now, limit,
+                                             self.limits.window_seconds)
+            if retry_after:
+                raise ApiError("rate_limited", "Too many sign-in attempts; wait and retry.",
+                               headers={"Retry-After": str(retry_after)})
+
+    def _count_failure(self, core: Any, keys: tuple[str, str]) -> None:
+        window = self.limits.window_seconds
+        with core.unit_of_work(system=True) as uow:
+            for key in keys:
+                uow.session.execute(
+                    text(
+                        "insert into gateway.rate_limits (key, window_start, count)"
+                        " values (:k, now(), 1) on conflict (key) do update set"
+                        " count = case when gateway.rate_limits.window_start"
+                        "   < now() - make_interval(secs => :w) then 1"
+                        "   else gateway.rate_limits.count + 1 end,"
+                        " window_start = case when gateway.rate_limits.window_start"
+                        "   < now() - make_interval(secs => :w) then now()"
+                        "   else gateway.rate_limits.window_start end"
+                    ),
+                    {"k": key, "w": window},
+                )
+
+    @staticmethod
+    def _reset(core: Any, key: str) -> None:
+        with core.unit_of_work(system=True) as uow:
+            uow.session.execute(text("delete from gateway.rate_limits where key = :k"), {"k": key})
+
+
+def _load_subject(session: Any, kind: str, subject_id: str) -> Any:
+    model = StaffUser if kind == "staff" else PortalAccount
+    return session.get(model, subject_id)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
+class Authenticator(DependencyProvider):
+    """Injects the process-wide :class:`AuthCore` (keys are loaded once)."""
+
+    def setup(self) -> None:
+        self.core = AuthCore(load())
+
+    def get_dependency(self, worker_ctx: Any) -> _BoundAuth:
+        return _BoundAuth(self.core)
+
+
+class _BoundAuth:
+    def __init__(self, core: AuthCore) -> None:
+        self.core = core
+
+    def authenticate(self, request: Request, db: Any) -> tuple[Actor, dict[str, Any]]:
+        return self.core.authenticate(request, db.core)

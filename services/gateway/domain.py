@@ -1,0 +1,346 @@
+"""Pure rules of the gateway: who a token describes, who may manage the directory,
+and what valid directory data looks like. No I/O here."""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+from kit.context import PORTAL_PERMISSIONS, STAFF_ROLES, Actor
+from kit.errors import Forbidden, ValidationFailed, VersionConflict
+from kit.ids import is_uuid
+
+NOTIFY_BY = ("email", "sms", "both", "none")
+TENANT_FEATURES = ("quotes", "bookings", "payments", "history")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+PHONE_RE = re.compile(r"^\+?[0-9 ()\-.]{6,20}$")
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+DIRECTORY_WRITERS = ("admin", "manager", "advisor")
+MAX_REASON_CODES = 50
+
+
+def normalise_email(email: str) -> str:
+    return (email or "").strip().lower()
+
+
+def valid_email(email: str) -> bool:
+    return bool(EMAIL_RE.match(email)) and len(email) <= 320
+
+
+@lru_cache(maxsize=1)
+def time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+# --- tokens <-> actors -----------------------------------------------------------------
+def claims_for(actor: Actor, session_id: str) -> dict[str, Any]:
+    claims: dict[str, Any] = {
+        "sub": actor.id,
+        "tid": actor.tenant_id,
+        "kind": actor.kind,
+        "sid": session_id,
+        "name": actor.name,
+    }
+    if actor.kind == "staff":
+        claims["roles"] = list(actor.roles)
+    else:
+        claims["perms"] = list(actor.permissions)
+        claims["cid"] = actor.customer_id
+        claims["units"] = list(actor.unit_ids) if actor.unit_ids is not None else None
+        if actor.read_only:
+            claims["ro"] = True
+    return claims
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    """A claim that must be a list of strings; None when it is anything else."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    return tuple(value)
+
+
+def actor_from_claims(claims: Mapping[str, Any]) -> Actor | None:
+    kind = claims.get("kind")
+    tid, sub, sid = claims.get("tid"), claims.get("sub"), claims.get("sid")
+    if not (isinstance(tid, str) and is_uuid(tid) and isinstance(sub, str) and isinstance(sid, str)
+            and is_uuid(sid)):
+        return None
+    if kind == "staff":
+        roles = tuple(r for r in _strings(claims.get("roles")) or () if r in STAFF_ROLES)
+        if not roles:
+            return None
+        return Actor(kind="staff", id=sub, tenant_id=tid, roles=roles, name=str(claims.get("name", "")))
+    if kind == "portal":
+        cid = claims.get("cid")
+        perms = _strings(claims.get("perms"))
+        units = claims.get("units")
+        unit_ids = _strings(units)
+        if not (isinstance(cid, str) and is_uuid(cid)) or perms is None:
+            return None
+        if units is not None and (unit_ids is None or not all(is_uuid(u) for u in unit_ids)):
+            return None
+        return Actor(
+            kind="portal",
+            id=sub,
+            tenant_id=tid,
+            permissions=tuple(p for p in perms if p in PORTAL_PERMISSIONS),
+            customer_id=cid,
+            unit_ids=unit_ids if units is not None else None,
+            read_only=bool(claims.get("ro")),
+            name=str(claims.get("name", "")),
+        )
+    return None
+
+
+def may_sign_in(subject: Any) -> bool:
+    """Staff must be active, portal accounts enabled."""
+    return bool(getattr(subject, "active", getattr(subject, "enabled", False)))
+
+
+def actor_for(subject: Any, tenant_id: str) -> Actor:
+    name = f"{subject.first_name} {subject.last_name}".strip()
+    if hasattr(subject, "roles"):
+        return Actor(kind="staff", id=subject.id, tenant_id=tenant_id, roles=tuple(subject.roles),
+                     name=name)
+    return Actor(
+        kind="portal",
+        id=subject.id,
+        tenant_id=tenant_id,
+        permissions=tuple(subject.permissions or ()),
+        customer_id=subject.customer_id,
+        unit_ids=tuple(subject.unit_ids) if subject.unit_ids is not None else None,
+        name=name,
+    )
+
+
+# --- rate limits -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RateLimits:
+    account: int = 5
+    address: int = 30
+    window_seconds: int = 300
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RateLimits:
+        env = os.environ if env is None else env
+        return cls(
+            account=int(env.get("LOGIN_LIMIT_PER_ACCOUNT", "5")),
+            address=int(env.get("LOGIN_LIMIT_PER_ADDRESS", "30")),
+            window_seconds=int(env.get("LOGIN_LIMIT_WINDOW_SECONDS", "300")),
+        )
+
+
+def retry_after(window_start: datetime, count: int, now: datetime, limit: int,
+                window_seconds: int) -> int:
+    """Seconds to wait, or 0 when another attempt is allowed."""
+    elapsed = (now - window_start).total_seconds()
+    if elapsed >= window_seconds or count < limit:
+        return 0
+    return max(1, int(window_seconds - elapsed + 0.999))
+
+
+# --- who may manage the directory ------------------------------------------------------
+def require_staff(actor: Actor, *roles: str) -> None:
+    if actor.kind != "staff":
+        raise Forbidden("Only shop staff may do this.")
+    if roles and not actor.has_role(*roles):
+        raise Forbidden(f"This needs the {' or '.join(roles)} role.")
+
+
+def require_writable(actor: Actor) -> None:
+    if actor.read_only:
+        raise Forbidden("A preview is read-only.")
+
+
+def check_roles(roles: Iterable[str]) -> list[str]:
+    roles = list(dict.fromkeys(roles))
+    bad = [r for r in roles if r not in STAFF_ROLES]
+    if bad or not roles:
+        raise ValidationFailed("Unknown or missing roles.", {"roles": [f"choose from {', '.join(STAFF_ROLES)}"]})
+    return roles
+
+
+def check_permissions(perms: Iterable[str]) -> list[str]:
+    perms = list(dict.fromkeys(perms))
+    bad = [p for p in perms if p not in PORTAL_PERMISSIONS]
+    if bad:
+        raise ValidationFailed("Unknown permissions.", {"permissions": [f"unknown: {', '.join(bad)}"]})
+    return perms
+
+
+def check_person(first_name: str | None, last_name: str | None, time_zone: str | None = None
+                 ) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if first_name is not None and not first_name.strip():
+        errors["first_name"] = ["First name is required."]
+    if last_name is not None and not last_name.strip():
+        errors["last_name"] = ["Last name is required."]
+    if time_zone is not None and time_zone not in time_zones():
+        errors["time_zone"] = ["Not an IANA time zone name."]
+    return errors
+
+
+def check_contact(email: str | None, phone: str | None, notify_by: str) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if email and not valid_email(email):
+        errors["email"] = ["Not a valid email address."]
+    if phone and not PHONE_RE.match(phone):
+        errors["phone"] = ["Not a valid phone number."]
+    if notify_by in ("email", "both") and not email:
+        errors.setdefault("email", []).append("An email address is needed to notify by email.")
+    if notify_by in ("sms", "both") and not phone:
+        errors.setdefault("phone", []).append("A phone number is needed to notify by SMS.")
+    return errors
+
+
+def raise_if(errors: dict[str, list[str]]) -> None:
+    if errors:
+        raise ValidationFailed("Some fields are not valid.", errors)
+
+
+def valid_slug(slug: str) -> bool:
+    return bool(SLUG_RE.match(slug))
+
+
+# --- the directory ---------------------------------------------------------------------
+def require_directory_writer(actor: Actor) -> None:
+    """Customers, contacts, units and portal accounts: every staff role but technician."""
+    require_staff(actor, *DIRECTORY_WRITERS)
+
+
+def may_see_customer(actor: Actor, customer_id: str) -> bool:
+    """Staff see every customer of their tenant; a portal user only its own."""
+    if actor.kind == "staff":
+        return True
+    return actor.kind == "portal" and actor.customer_id == customer_id
+
+
+def unit_scope(actor: Actor) -> tuple[str, ...] | None:
+    """The units a caller may see within a visible customer; None means all of them."""
+    return None if actor.kind == "staff" else actor.unit_ids
+
+
+def check_version(current: int, expected: int | None) -> None:
+    """Optimistic concurrency: a version the caller based its change on must be current."""
+    if expected is not None and expected != current:
+        raise VersionConflict(f"It changed meanwhile (version {current}, not {expected}); reload it.")
+
+
+def full_name(first_name: str, last_name: str) -> str:
+    return f"{first_name} {last_name}".strip()
+
+
+def check_email(email: str, field: str = "email") -> dict[str, list[str]]:
+    return {} if valid_email(email) else {field: ["Not a valid email address."]}
+
+
+def check_unit(make: str, model: str, serial: str, fleet_number: str) -> dict[str, list[str]]:
+    if any(v.strip() for v in (make, model, serial, fleet_number)):
+        return {}
+    return {"_schema": ["Give at least one of make, model, serial or fleet number."]}
+
+
+def check_unit_ids(requested: Iterable[str], customer_units: Iterable[str]) -> dict[str, list[str]]:
+    """Every allowed unit must be one of the customer's own units."""
+    foreign = sorted(set(requested) - set(customer_units))
+    if foreign:
+        return {"unit_ids": [f"Not units of this customer: {', '.join(foreign)}."]}
+    return {}
+
+
+def check_self_change(actor: Actor, target_id: str, roles: Iterable[str] | None,
+                      active: bool | None) -> dict[str, list[str]]:
+    """An admin cannot lock themselves out: keep your own admin role and stay active."""
+    if actor.id != target_id:
+        return {}
+    errors: dict[str, list[str]] = {}
+    if roles is not None and "admin" not in roles:
+        errors["roles"] = ["You cannot remove your own admin role."]
+    if active is False:
+        errors["active"] = ["You cannot deactivate yourself."]
+    return errors
+
+
+def narrows(old: Iterable[str], new: Iterable[str]) -> bool:
+    """True when ``new`` takes away any role or permission that ``old`` granted."""
+    return bool(set(old) - set(new))
+
+
+def narrows_units(old: Iterable[str] | None, new: Iterable[str] | None) -> bool:
+    """True when the allowed units shrink (None means every unit of the customer)."""
+    if new is None:
+        return False
+    return old is None or bool(set(old) - set(new))
+
+
+# --- tenant settings -------------------------------------------------------------------
+DEFAULT_FEATURES: Mapping[str, bool] = MappingProxyType({f: True for f in TENANT_FEATURES})
+
+
+def default_settings() -> dict[str, Any]:
+    """What a tenant gets until an admin changes it."""
+    return {
+        "features": dict(DEFAULT_FEATURES),
+        "approval_terms": "",
+        "work_order_token_hours": 48,
+        "tax_rate_bp": 0,
+        "currency": "USD",
+        "reason_codes": [],
+    }
+
+
+def effective_features(stored: Mapping[str, Any] | None,
+                       changes: Mapping[str, bool] | None = None) -> dict[str, bool]:
+    """Every known feature with its value: defaults, then stored, then ``changes``."""
+    out = dict(DEFAULT_FEATURES)
+    for source in (stored or {}, changes or {}):
+        out.update({k: bool(v) for k, v in source.items() if k in DEFAULT_FEATURES})
+    return out
+
+
+def clean_reason_codes(codes: Iterable[str]) -> list[str]:
+    """Trimmed, de-duplicated (first one wins), each 1..64 characters, at most 50."""
+    out = list(dict.fromkeys(c.strip() for c in codes))
+    bad = [c for c in out if not 1 <= len(c) <= 64]
+    if bad:
+        raise ValidationFailed("Some reason codes are not valid.",
+                               {"reason_codes": ["Each reason code needs 1 to 64 characters."]})
+    if len(out) > MAX_REASON_CODES:
+        raise ValidationFailed("Too many reason codes.",
+                               {"reason_codes": [f"At most {MAX_REASON_CODES} reason codes."]})
+    return out
+
+
+def check_currency(code: str) -> dict[str, list[str]]:
+    if CURRENCY_RE.match(code):
+        return {}
+    return {"currency": ["An ISO 4217 code: three uppercase letters, e.g. USD."]}
+
+
+# --- what waits for a customer -----------------------------------------------------------
+def _when(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def action_items(quotes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Quotes awaiting the customer's approval as action items, newest first."""
+    items = [
+        {
+            "kind": "quote_approval",
+            "id": str(q["id"]),
+            "title": f"Quote {q['number']}",
+            "created_at": _when(q["created_at"]),
+            "link": f"/quote-requests/{q['id']}",
+        }
+        for q in quotes
+    ]
+    items.sort(key=lambda i: (i["created_at"], i["id"]), reverse=True)
+    return items

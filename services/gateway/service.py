@@ -1,0 +1,107 @@
+"""The HTTP edge, hosted by nameko: every ``/api/v1`` request enters through
+:meth:`GatewayService.api`, is authenticated here, and is routed to a handler that
+either works on the gateway's own directory or calls a service over RPC."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from nameko.web.handlers import http
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from kit.context import RequestContext, new_request_id
+from kit.health import HealthEndpoints
+from kit.observability import Metrics
+from kit.providers import Database, Rpc
+from services.gateway import api_auth, api_directory, api_quotes  # noqa: F401 - registers routes
+from services.gateway.auth import Authenticator
+from services.gateway.models import metadata
+from services.gateway.openapi import openapi_document
+from services.gateway.web import (
+    ApiError,
+    Call,
+    build_map,
+    error_response,
+    json_response,
+    load as load_schema,
+    query_dict,
+    read_json,
+)
+
+log = logging.getLogger(__name__)
+URLS, ROUTES_BY_ENDPOINT = build_map()
+METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
+
+
+class GatewayService(HealthEndpoints):
+    name = "gateway"
+
+    db = Database("gateway", metadata)
+    ctx = RequestContext()
+    quotes = Rpc("quotes")
+    auth = Authenticator()
+    metrics = Metrics()
+
+    @http("GET", "/api/v1/openapi.json")
+    def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document())
+
+    @http(METHODS, "/api/v1/<path:path>")
+    def api(self, request: Request, path: str) -> Response:
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        self.ctx.bind(request_id=request_id)
+        try:
+            response = self._dispatch(request)
+        except (ApiError, HTTPException, Exception) as exc:  # noqa: BLE001 - one error table
+            response = error_response(exc)
+        response.headers["X-Request-Id"] = request_id
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        log.info("%s %s -> %d in %.1f ms", request.method, request.path, response.status_code,
+                 (time.perf_counter() - started) * 1000)
+        return response
+
+    def _dispatch(self, request: Request) -> Response:
+        adapter = URLS.bind("", url_scheme="http")
+        endpoint, path_args = adapter.match(request.path, method=request.method)
+        route = ROUTES_BY_ENDPOINT[endpoint]
+        actor, claims = None, {}
+        if route.callers:
+            actor, claims = self.auth.authenticate(request, self.db)
+            if actor.kind not in route.callers:
+                # Existence of staff-only resources is no secret; the role is.
+                raise ApiError("forbidden", "This operation is not available to you.")
+            self.ctx.bind(actor=actor)
+        query = load_schema(route.query, query_dict(request), "query") if route.query else {}
+        body: dict[str, Any] = {}
+        if route.body is not None:
+            body = load_schema(route.body, read_json(request), "request body")
+        elif request.method in ("POST", "PUT", "PATCH") and not route.multipart:
+            read_json(request)  # still refuse malformed JSON and wrong content types
+        call = Call(request=request, gw=self, path=path_args, query=query, body=body,
+                    actor=actor, claims=claims)
+        result = route.handler(call)
+        if isinstance(result, Response):
+            return result
+        if route.status == 204:
+            return Response(status=204)
+        if route.response is not None:
+            schema = route.response()
+            if route.many:
+                result = {"items": schema.dump(result["items"], many=True),
+                          "next_cursor": result.get("next_cursor")}
+            else:
+                result = schema.dump(result)
+        return json_response(result, route.status)
+
+
+def _request_id(request: Request) -> str:
+    supplied = request.headers.get("X-Request-Id", "")
+    # Echo a sane client id; replace anything that could pollute logs.
+    if 8 <= len(supplied) <= 128 and all(c.isalnum() or c in "-_." for c in supplied):
+        return supplied
+    return new_request_id()

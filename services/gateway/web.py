@@ -1,0 +1,212 @@
+"""The gateway's HTTP plumbing: a route table, request parsing, problem+json errors
+and the OpenAPI document, all generated from the same marshmallow schemas.
+
+Handlers are plain functions ``handler(call: Call) -> Any`` registered with
+:func:`route`. They parse nothing themselves: the route's schemas already validated
+the path, query and body, and whatever they return is dumped with the response schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from kit.context import Actor
+from kit.errors import DomainError, problem, status_for
+from kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from kit.pagination import decode_cursor as decode_cursor  # re-exported for route modules
+from kit.pagination import encode_cursor as encode_cursor
+from kit.pagination import page as page
+from kit.pagination import split as split
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+ANY_CALLER = ("staff", "portal", "token")
+STAFF = ("staff",)
+PORTAL = ("portal",)
+PUBLIC: tuple[str, ...] = ()
+MAX_JSON_BYTES = 1024 * 1024
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # OpenAPI style: /quote-requests/{id}
+    handler: Callable[[Call], Any]
+    callers: tuple[str, ...]
+    summary: str
+    tag: str
+    body: type[Schema] | None = None
+    query: type[Schema] | None = None
+    response: type[Schema] | None = None
+    many: bool = False  # response is a list page {items, next_cursor}
+    status: int = 200
+    content: str = "application/json"  # response media type
+    multipart: bool = False
+    errors: tuple[int, ...] = ()
+
+    @property
+    def werkzeug_path(self) -> str:
+        return self.path.replace("{", "<").replace("}", ">")
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class Call:
+    """One request as a handler sees it."""
+
+    request: Request
+    gw: Any  # the GatewayService worker instance
+    path: dict[str, str]
+    query: dict[str, Any]
+    body: dict[str, Any]
+    actor: Actor | None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    def require_actor(self) -> Actor:
+        assert self.actor is not None, "route declared callers but none was resolved"
+        return self.actor
+
+
+ROUTES: list[Route] = []
+
+
+def route(method: str, path: str, *, callers: tuple[str, ...], summary: str, tag: str,
+          **options: Any) -> Callable[[Callable[[Call], Any]], Callable[[Call], Any]]:
+    def register(fn: Callable[[Call], Any]) -> Callable[[Call], Any]:
+        ROUTES.append(Route(method, path, fn, callers, summary, tag, **options))
+        return fn
+
+    return register
+
+
+def build_map() -> tuple[Map, dict[str, Route]]:
+    rules = []
+    by_endpoint = {}
+    for r in ROUTES:
+        rules.append(Rule(API_PREFIX + r.werkzeug_path, methods=[r.method], endpoint=r.endpoint))
+        by_endpoint[r.endpoint] = r
+    return Map(rules, strict_slashes=False, merge_slashes=False), by_endpoint
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised before any domain code runs."""
+
+    def __init__(self, code: str, detail: str = "", errors: dict[str, list[str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def problem_response(code: str, detail: str = "", errors: Any = None,
+                     headers: dict[str, str] | None = None) -> Response:
+    body = problem(code, detail, errors)
+    response = Response(json.dumps(body), status=status_for(code),
+                        mimetype="application/problem+json")
+    for k, v in (headers or {}).items():
+        response.headers[k] = v
+    if code in ("rate_limited", "service_unavailable") and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = "5"
+    if status_for(code) == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="portico"'
+    return response
+
+
+def error_response(exc: BaseException) -> Response:
+    if isinstance(exc, ApiError):
+        return problem_response(exc.code, exc.detail, exc.errors, exc.headers)
+    if isinstance(exc, DomainError):
+        return problem_response(exc.code, exc.detail, exc.errors)
+    if isinstance(exc, NotFound):
+        return problem_response("not_found", "No such resource.")
+    if isinstance(exc, MethodNotAllowed):
+        return problem_response("method_not_allowed", "Method not allowed on this resource.")
+    log.exception("unhandled error in gateway", exc_info=exc)
+    return problem_response("internal_error", "Something went wrong on our side.")
+
+
+def validation_errors(err: ValidationError) -> dict[str, list[str]]:
+    messages = err.messages
+    if isinstance(messages, list):
+        return {"_schema": [str(m) for m in messages]}
+    out: dict[str, list[str]] = {}
+    for key, value in messages.items():
+        if isinstance(value, dict):
+            for sub, msgs in validation_errors(ValidationError(value)).items():
+                out[f"{key}.{sub}"] = msgs
+        else:
+            out[str(key)] = [str(m) for m in (value if isinstance(value, list) else [value])]
+    return out
+
+
+def load(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
+    try:
+        return schema_cls().load(data)
+    except ValidationError as err:
+        raise ApiError("validation_failed", f"The {where} is not valid.",
+                       validation_errors(err)) from err
+
+
+def read_json(request: Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise ApiError("payload_too_large", "JSON bodies are limited to 1 MiB.")
+    raw = request.get_data(cache=True)
+    if not raw:
+        return {}
+    if request.mimetype != "application/json":
+        raise ApiError("unsupported_media_type", "Send the body as application/json.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("malformed_request", "The body is not valid JSON.") from exc
+
+
+def query_dict(request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        out[key] = values if len(values) > 1 else values[0]
+    return out
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, default=str), status=status, mimetype="application/json")
+
+
+class PageQuery(Schema):
+    """``?limit=&cursor=`` of every list; a list's filters subclass it."""
+
+    limit = fields.Integer(load_default=DEFAULT_LIMIT,
+                           validate=validate.Range(min=1, max=MAX_LIMIT))
+    cursor = fields.String(validate=validate.Length(min=1, max=512))
+
+
+def expected_version(call: Call) -> int | None:
+    """The version a write was based on: the body's ``version``, else ``If-Match``
+    (``3``, ``"3"`` or ``W/"3"``; ``*`` means any version)."""
+    if call.body.get("version") is not None:
+        return int(call.body["version"])
+    header = call.request.headers.get("If-Match", "").strip()
+    if not header or header == "*":
+        return None
+    value = header.removeprefix("W/").strip('"')
+    if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) < 1:
+        raise ApiError("validation_failed", "If-Match must carry a version number.",
+                       {"If-Match": ['a version such as "3"']})
+    return int(value)

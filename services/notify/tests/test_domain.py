@@ -1,0 +1,273 @@
+import itertools
+
+import pytest
+
+from services.notify.domain import (
+    MAX_ATTEMPTS,
+    NOTIFICATION_RULES,
+    QUOTE_EVENT_TYPES,
+    Recipient,
+    backoff_seconds,
+    channels_for,
+    delivery_key,
+    next_status,
+    notifying_event_types,
+    plan_deliveries,
+)
+
+ALICE = Recipient("contact", "c-alice", "Alice", email="alice@cust.test", notify_by="email")
+BOB = Recipient(
+    "contact", "c-bob", "Bob", email="bob@cust.test", phone="+15550001", notify_by="both"
+)
+CAROL = Recipient("contact", "c-carol", "Carol", email="carol@cust.test", notify_by="none")
+CONTACTS = [ALICE, BOB, CAROL]
+
+SAM = Recipient("staff", "s-sam", "Sam", email="sam@shop.test")
+TINA = Recipient("staff", "s-tina", "Tina", email="tina@shop.test", phone="+15550002")
+STAFF = [SAM, TINA]
+
+CONTACT_PLAN = {("c-alice", "email"), ("c-bob", "email"), ("c-bob", "sms")}
+ASSIGNEE_PLAN = {("s-sam", "email")}
+
+
+def plan(event_type, data, contacts=CONTACTS, staff=STAFF, **kwargs):
+    return {(r.id, ch) for r, ch in plan_deliveries(event_type, data, contacts, staff, **kwargs)}
+
+
+# -------------------------------------------------------------------- recipients
+
+
+def test_staff_default_is_email():
+    assert SAM.notify_by == "email"
+    assert channels_for(SAM) == ["email"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kind": "robot", "id": "x", "name": "X"},
+        {"kind": "staff", "id": "x", "name": "X", "notify_by": "pigeon"},
+        {"kind": "staff", "id": "", "name": "X"},
+    ],
+)
+def test_recipient_rejects_invalid_values(kwargs):
+    with pytest.raises(ValueError):
+        Recipient(**kwargs)
+
+
+def test_recipient_is_frozen():
+    with pytest.raises(AttributeError):
+        ALICE.email = "other@cust.test"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("notify_by", "email", "phone", "expected"),
+    [
+        ("email", "a@x.test", "+1555", ["email"]),
+        ("email", None, "+1555", []),
+        ("email", "   ", None, []),
+        ("sms", "a@x.test", "+1555", ["sms"]),
+        ("sms", "a@x.test", None, []),
+        ("sms", None, "", []),
+        ("both", "a@x.test", "+1555", ["email", "sms"]),
+        ("both", "a@x.test", None, ["email"]),
+        ("both", None, "+1555", ["sms"]),
+        ("both", None, None, []),
+        ("none", "a@x.test", "+1555", []),
+    ],
+)
+def test_channels_for_matrix(notify_by, email, phone, expected):
+    recipient = Recipient("contact", "c1", "C", email=email, phone=phone, notify_by=notify_by)
+    assert channels_for(recipient) == expected
+
+
+# ------------------------------------------------------------------------- table
+
+ASSIGNED = {"assigned_to": "s-sam"}
+
+TABLE = [
+    # (event type, data, expected contacts notified?, expected assignee notified?)
+    (
+        "quote_request.created",
+        {**ASSIGNED, "created_by_customer": False, "visible_to_customer": True},
+        True,
+        True,
+    ),
+    (
+        "quote_request.created",
+        {**ASSIGNED, "created_by_customer": False, "visible_to_customer": False},
+        False,
+        True,
+    ),
+    (
+        "quote_request.created",
+        {**ASSIGNED, "created_by_customer": True, "visible_to_customer": True},
+        False,
+        True,
+    ),
+    ("quote_request.created", {"created_by_customer": True}, False, False),
+    ("quote_request.created", {"assigned_to": None, "created_by_customer": True}, False, False),
+    (
+        "quote_request.created",
+        {"created_by_customer": False, "visible_to_customer": True},
+        True,
+        False,
+    ),
+    ("quote_request.approval_requested", ASSIGNED, True, False),
+    ("quote_request.approved", ASSIGNED, True, True),
+    ("quote_request.approved", {}, True, False),
+    ("quote_request.denied", ASSIGNED, True, True),
+    ("quote_request.cancelled", ASSIGNED, True, True),
+    ("quote_request.comment_added", {**ASSIGNED, "author_kind": "staff"}, True, False),
+    ("quote_request.comment_added", {**ASSIGNED, "author_kind": "portal"}, False, True),
+    ("quote_request.comment_added", {"author_kind": "portal"}, False, False),
+    ("quote_request.comment_added", ASSIGNED, False, False),
+    ("quote_request.assigned", ASSIGNED, False, True),
+    ("quote_request.assigned", {"assigned_to": "s-nobody"}, False, False),
+    ("quote_request.status_changed", {**ASSIGNED, "status": "in_process"}, False, False),
+    ("quote_request.updated", ASSIGNED, False, False),
+    ("quote_request.attachment_added", ASSIGNED, False, False),
+    ("quote_request.comment_deleted", {**ASSIGNED, "author_kind": "staff"}, False, False),
+    ("work_order.created", ASSIGNED, False, False),
+    ("quote_request.bogus", ASSIGNED, False, False),
+]
+
+
+@pytest.mark.parametrize(("event_type", "data", "contacts", "assignee"), TABLE)
+def test_plan_table(event_type, data, contacts, assignee):
+    expected = (CONTACT_PLAN if contacts else set()) | (ASSIGNEE_PLAN if assignee else set())
+    assert plan(event_type, data) == expected
+
+
+def test_assigned_event_notifies_the_new_assignee_over_all_their_channels():
+    tina_both = Recipient("staff", "s-tina", "Tina", "t@shop.test", "+1555", notify_by="both")
+    result = plan("quote_request.assigned", {"assigned_to": "s-tina"}, staff=[SAM, tina_both])
+    assert result == {("s-tina", "email"), ("s-tina", "sms")}
+
+
+def test_staff_who_opted_out_gets_nothing():
+    quiet = Recipient("staff", "s-sam", "Sam", email="sam@shop.test", notify_by="none")
+    assert plan("quote_request.approved", ASSIGNED, contacts=[], staff=[quiet]) == set()
+
+
+def test_contacts_with_notify_by_none_get_nothing():
+    result = plan_deliveries("quote_request.approved", {}, [CAROL], STAFF)
+    assert result == []
+
+
+def test_each_recipient_channel_pair_at_most_once():
+    result = plan_deliveries(
+        "quote_request.approved", ASSIGNED, [ALICE, BOB, ALICE, BOB], [SAM, SAM, TINA]
+    )
+    pairs = [(r.kind, r.id, ch) for r, ch in result]
+    assert len(pairs) == len(set(pairs))
+    assert {(rid, ch) for _, rid, ch in pairs} == CONTACT_PLAN | ASSIGNEE_PLAN
+
+
+def test_same_id_as_contact_and_staff_are_distinct_recipients():
+    contact = Recipient("contact", "same", "C", email="c@x.test")
+    member = Recipient("staff", "same", "S", email="s@x.test")
+    result = plan_deliveries("quote_request.approved", {"assigned_to": "same"}, [contact], [member])
+    assert [(r.kind, ch) for r, ch in result] == [("contact", "email"), ("staff", "email")]
+
+
+def test_plan_order_is_contacts_then_assignee_with_email_first():
+    result = plan_deliveries("quote_request.approved", ASSIGNED, [BOB], [SAM])
+    assert [(r.id, ch) for r, ch in result] == [
+        ("c-bob", "email"),
+        ("c-bob", "sms"),
+        ("s-sam", "email"),
+    ]
+
+
+def test_actor_is_not_notified_of_own_action():
+    assert plan("quote_request.cancelled", ASSIGNED, actor_id="s-sam") == CONTACT_PLAN
+    assert plan("quote_request.approved", ASSIGNED, actor_id="c-bob") == (
+        {("c-alice", "email")} | ASSIGNEE_PLAN
+    )
+
+
+def test_assigned_to_is_matched_as_string():
+    staff = [Recipient("staff", "42", "N", email="n@shop.test")]
+    assert plan("quote_request.assigned", {"assigned_to": 42}, staff=staff) == {("42", "email")}
+
+
+def test_table_only_names_quote_events_and_is_data():
+    assert set(NOTIFICATION_RULES) <= set(QUOTE_EVENT_TYPES)
+    assert set(notifying_event_types()) == {
+        "quote_request.created",
+        "quote_request.approval_requested",
+        "quote_request.approved",
+        "quote_request.denied",
+        "quote_request.cancelled",
+        "quote_request.comment_added",
+        "quote_request.assigned",
+    }
+
+
+# ----------------------------------------------------------------- retry policy
+
+
+def test_backoff_doubles_then_caps():
+    assert [backoff_seconds(n) for n in range(1, 8)] == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
+    assert backoff_seconds(9) == 300.0
+    assert backoff_seconds(10_000) == 300.0
+    assert backoff_seconds(3, base=1.5, cap=5.0) == 5.0
+    assert backoff_seconds(2, base=0.5) == 1.0
+
+
+def test_backoff_is_monotonic():
+    delays = [backoff_seconds(n, base=3.0, cap=100.0) for n in range(1, 40)]
+    assert delays == sorted(delays)
+    assert max(delays) == 100.0
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_backoff_rejects_attempts_before_the_first(bad):
+    with pytest.raises(ValueError):
+        backoff_seconds(bad)
+
+
+def test_next_status():
+    assert MAX_ATTEMPTS == 6
+    assert next_status(1, True) == "sent"
+    assert next_status(MAX_ATTEMPTS, True) == "sent"
+    assert [next_status(n, False) for n in range(1, MAX_ATTEMPTS)] == ["retry"] * 5
+    assert next_status(MAX_ATTEMPTS, False) == "failed"
+    assert next_status(MAX_ATTEMPTS + 3, False) == "failed"
+    assert next_status(1, False, transient=False) == "failed"
+    with pytest.raises(ValueError):
+        next_status(0, False)
+
+
+# ------------------------------------------------------------------------ dedupe
+
+
+def test_delivery_key_is_stable_and_distinct():
+    key = delivery_key("evt-1", "c-alice", "email")
+    assert key == delivery_key("evt-1", "c-alice", "email")
+    keys = {
+        delivery_key(e, r, c)
+        for e, r, c in itertools.product(["evt-1", "evt-2"], ["c-alice", "c-bob"], ["email", "sms"])
+    }
+    assert len(keys) == 8
+    assert key.startswith("email:")
+
+
+def test_delivery_key_known_value():
+    # Stored in the deliveries table: it must never change between releases.
+    assert delivery_key("evt-1", "c-alice", "email") == (
+        "email:80c517611d6fca98ca882907006b113cbd33e083"
+    )
+
+
+def test_delivery_key_is_not_ambiguous_about_field_boundaries():
+    assert delivery_key("a:b", "c", "sms") != delivery_key("a", "b:c", "sms")
+
+
+@pytest.mark.parametrize(
+    ("event_id", "recipient_id", "channel"), [("e", "r", "fax"), ("", "r", "sms"), ("e", "", "sms")]
+)
+def test_delivery_key_rejects_bad_input(event_id, recipient_id, channel):
+    with pytest.raises(ValueError):
+        delivery_key(event_id, recipient_id, channel)

@@ -1,0 +1,637 @@
+"""Quote requests: the state machine, who may do what, and input rules.
+
+Pure: no nameko, no SQLAlchemy, no I/O. The service loads rows, calls these
+functions inside its unit of work and persists what they return; every refusal is a
+:mod:`kit.errors` exception with a stable code.
+
+Order of checks in every operation on an existing quote: scope first (anything the
+caller may not see is ``not_found``, never revealing it exists), then read-only
+callers (``forbidden``), then caller kind/role/permission (``forbidden`` /
+``permission_required``), then the state machine (``invalid_transition``), then
+preconditions and input (``quote_document_required``, ``validation_failed``).
+
+``system`` actors (built by the services themselves, never from a token) act with
+every staff role inside their own tenant.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Protocol
+
+from kit.errors import (
+    DomainError,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+
+# --- states -------------------------------------------------------------------------
+
+PENDING = "pending"
+IN_PROCESS = "in_process"
+CUSTOMER_APPROVAL_NEEDED = "customer_approval_needed"
+APPROVED = "approved"
+DENIED = "denied"
+CANCELLED = "cancelled"
+
+STATUSES: tuple[str, ...] = (
+    PENDING,
+    IN_PROCESS,
+    CUSTOMER_APPROVAL_NEEDED,
+    APPROVED,
+    DENIED,
+    CANCELLED,
+)
+FINAL_STATUSES: frozenset[str] = frozenset({APPROVED, DENIED, CANCELLED})
+
+TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        PENDING: frozenset({IN_PROCESS, CANCELLED}),
+        IN_PROCESS: frozenset({CUSTOMER_APPROVAL_NEEDED, CANCELLED}),
+        CUSTOMER_APPROVAL_NEEDED: frozenset({APPROVED, DENIED, IN_PROCESS, CANCELLED}),
+        APPROVED: frozenset(),
+        DENIED: frozenset(),
+        CANCELLED: frozenset(),
+    }
+)
+
+# --- events -------------------------------------------------------------------------
+
+EVENT_CREATED = "quote_request.created"
+EVENT_UPDATED = "quote_request.updated"
+EVENT_STATUS_CHANGED = "quote_request.status_changed"
+EVENT_ASSIGNED = "quote_request.assigned"
+EVENT_APPROVAL_REQUESTED = "quote_request.approval_requested"
+EVENT_APPROVED = "quote_request.approved"
+EVENT_DENIED = "quote_request.denied"
+EVENT_CANCELLED = "quote_request.cancelled"
+EVENT_COMMENT_ADDED = "quote_request.comment_added"
+EVENT_COMMENT_DELETED = "quote_request.comment_deleted"
+EVENT_ATTACHMENT_ADDED = "quote_request.attachment_added"
+
+EVENTS: tuple[str, ...] = (
+    EVENT_CREATED,
+    EVENT_UPDATED,
+    EVENT_STATUS_CHANGED,
+    EVENT_ASSIGNED,
+    EVENT_APPROVAL_REQUESTED,
+    EVENT_APPROVED,
+    EVENT_DENIED,
+    EVENT_CANCELLED,
+    EVENT_COMMENT_ADDED,
+    EVENT_COMMENT_DELETED,
+    EVENT_ATTACHMENT_ADDED,
+)
+
+_EVENT_BY_TARGET: Mapping[str, str] = MappingProxyType(
+    {
+        CUSTOMER_APPROVAL_NEEDED: EVENT_APPROVAL_REQUESTED,
+        APPROVED: EVENT_APPROVED,
+        DENIED: EVENT_DENIED,
+        CANCELLED: EVENT_CANCELLED,
+    }
+)
+
+# --- callers ------------------------------------------------------------------------
+
+PERM_REQUEST = "quotes.request"
+PERM_APPROVE = "quotes.approve"
+
+ALL_STAFF_ROLES: frozenset[str] = frozenset({"admin", "manager", "advisor", "technician"})
+# Create a request (technicians too: requests come out of a work order's review).
+CREATE_ROLES = ALL_STAFF_ROLES
+# Work the request: PATCH, move to in_process / customer_approval_needed, cancel.
+QUOTE_STAFF_ROLES: frozenset[str] = frozenset({"admin", "manager", "advisor"})
+# Approve or deny on behalf of the customer; delete comments.
+MANAGER_ROLES: frozenset[str] = frozenset({"admin", "manager"})
+
+ATTACHMENT = "attachment"
+QUOTE_DOCUMENT = "quote_document"
+ATTACHMENT_KINDS: tuple[str, ...] = (ATTACHMENT, QUOTE_DOCUMENT)
+
+PATCHABLE_FIELDS: frozenset[str] = frozenset(
+    {"description", "assigned_to", "status", "visible_to_customer"}
+)
+
+MAX_DESCRIPTION = 5000
+MAX_COMMENT = 5000
+MAX_REASON = 2000
+MAX_PO_NUMBER = 64
+
+
+class ActorLike(Protocol):
+    """What the domain reads of a caller (``kit.context.Actor`` fits)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+    @property
+    def permissions(self) -> tuple[str, ...]: ...
+    @property
+    def customer_id(self) -> str | None: ...
+    @property
+    def unit_ids(self) -> tuple[str, ...] | None: ...
+    @property
+    def work_order_id(self) -> str | None: ...
+    @property
+    def read_only(self) -> bool: ...
+
+
+class QuoteLike(Protocol):
+    """What scope and state rules read of a quote request."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def unit_id(self) -> str | None: ...
+    @property
+    def work_order_id(self) -> str | None: ...
+    @property
+    def visible_to_customer(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+
+
+class QuoteRecord(QuoteLike, Protocol):
+    """A quote with the fields PATCH can change."""
+
+    @property
+    def description(self) -> str: ...
+    @property
+    def assigned_to(self) -> str | None: ...
+
+
+class QuoteDocumentRequired(DomainError):
+    """Asking the customer to approve needs a quote document attached (422)."""
+
+    code = "quote_document_required"
+
+    def __init__(self, detail: str = "", errors: dict[str, list[str]] | None = None) -> None:
+        DomainError.__init__(self, type(self).code, detail, errors)
+        self.args = (detail, errors)
+
+
+# --- state machine ------------------------------------------------------------------
+
+
+def check_transition(current: str, target: str) -> None:
+    """Raise ``InvalidTransition`` unless ``current -> target`` is in ``TRANSITIONS``."""
+    if target not in TRANSITIONS.get(current, frozenset()):
+        raise InvalidTransition(detail=f"a quote request cannot go from {current} to {target}")
+
+
+def event_for_transition(target_status: str) -> str:
+    """The event published when a quote request enters ``target_status``."""
+    if target_status not in TRANSITIONS:
+        raise ValueError(f"unknown status {target_status!r}")
+    return _EVENT_BY_TARGET.get(target_status, EVENT_STATUS_CHANGED)
+
+
+def empty_summary() -> dict[str, int]:
+    """Counts per status, every status present (the tabs always show all of them)."""
+    return dict.fromkeys(STATUSES, 0)
+
+
+def summarize(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """``empty_summary()`` filled from ``(status, count)`` rows."""
+    summary = empty_summary()
+    for status, count in counts:
+        if status in summary:
+            summary[status] += count
+    return summary
+
+
+def check_version(current: int, supplied: int | None) -> None:
+    """Optimistic concurrency: a supplied version must be the current one."""
+    if supplied is not None and supplied != current:
+        raise VersionConflict(
+            detail=f"the quote request changed (version {current}, not {supplied}); reload it"
+        )
+
+
+# --- scope --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The quote requests a caller may see, as data (for list queries and checks)."""
+
+    tenant_id: str
+    everything: bool = False  # staff/system: the whole tenant
+    customer_id: str | None = None
+    unit_ids: frozenset[str] | None = None  # None: no unit restriction
+    work_order_id: str | None = None
+    nothing: bool = False
+
+    def matches(self, quote: QuoteLike) -> bool:
+        if self.nothing or quote.tenant_id != self.tenant_id:
+            return False
+        if self.everything:
+            return True
+        if not quote.visible_to_customer:
+            return False
+        if self.customer_id is not None and quote.customer_id != self.customer_id:
+            return False
+        if self.work_order_id is not None and quote.work_order_id != self.work_order_id:
+            return False
+        return not (
+            self.unit_ids is not None
+            and quote.unit_id is not None
+            and quote.unit_id not in self.unit_ids
+        )
+
+
+def list_scope(actor: ActorLike) -> Scope:
+    """What ``actor`` may see: the one definition used by lists and by ``can_see``."""
+    if _is_staff(actor):
+        return Scope(tenant_id=actor.tenant_id, everything=True)
+    if actor.kind == "portal" and actor.customer_id:
+        units = frozenset(actor.unit_ids) if actor.unit_ids is not None else None
+        return Scope(tenant_id=actor.tenant_id, customer_id=actor.customer_id, unit_ids=units)
+    if actor.kind == "token" and actor.work_order_id:
+        return Scope(
+            tenant_id=actor.tenant_id,
+            customer_id=actor.customer_id or None,
+            work_order_id=actor.work_order_id,
+        )
+    return Scope(tenant_id=actor.tenant_id, nothing=True)
+
+
+def can_see(actor: ActorLike, quote: QuoteLike) -> bool:
+    return list_scope(actor).matches(quote)
+
+
+def ensure_visible(actor: ActorLike, quote: QuoteLike) -> None:
+    """``NotFound`` for anything outside the caller's tenant/customer/unit/work-order scope."""
+    if not can_see(actor, quote):
+        raise NotFound(detail="quote request not found")
+
+
+# --- creating -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewQuote:
+    customer_id: str
+    description: str
+    unit_id: str | None
+    work_order_id: str | None
+    visible_to_customer: bool
+    created_by_customer: bool
+    created_by: str
+    status: str = PENDING
+    event: str = EVENT_CREATED
+
+
+def prepare_create(
+    actor: ActorLike,
+    *,
+    description: object,
+    customer_id: object = None,
+    unit_id: object = None,
+    work_order_id: object = None,
+    visible_to_customer: object = None,
+    known_unit_ids: Collection[str] | None = None,
+    known_work_order_ids: Collection[str] | None = None,
+) -> NewQuote:
+    """Authorize and validate a new quote request.
+
+    Portal users need ``quotes.request``; their customer is forced and the request is
+    always visible to them. Staff of any role name the customer and choose
+    visibility (default visible). ``known_unit_ids`` / ``known_work_order_ids`` are the
+    customer's units / work orders when the service knows them; an id outside them
+    (or outside a portal user's allowed units) is ``unknown``.
+    """
+    _ensure_writer(actor)
+    errors: dict[str, list[str]] = {}
+    if actor.kind == "portal":
+        if PERM_REQUEST not in actor.permissions:
+            raise Forbidden("quotes.request permission required", code="permission_required")
+        if not actor.customer_id:
+            raise Forbidden("this account is not bound to a customer")
+        customer = actor.customer_id
+        visible = True
+        by_customer = True
+    elif _has_role(actor, CREATE_ROLES):
+        customer = _uuid(errors, "customer_id", customer_id, required=True) or ""
+        visible = _bool(errors, "visible_to_customer", visible_to_customer, default=True)
+        by_customer = False
+    else:
+        raise Forbidden("only staff and portal users may request quotes")
+
+    text = _text(errors, "description", description, MAX_DESCRIPTION, required=True)
+    unit = _uuid(errors, "unit_id", unit_id, required=False)
+    if unit is not None:
+        allowed_units = actor.unit_ids if actor.kind == "portal" else None
+        if (allowed_units is not None and unit not in allowed_units) or (
+            known_unit_ids is not None and unit not in known_unit_ids
+        ):
+            errors.setdefault("unit_id", []).append("unknown unit")
+    work_order = _uuid(errors, "work_order_id", work_order_id, required=False)
+    if (
+        work_order is not None
+        and known_work_order_ids is not None
+        and work_order not in known_work_order_ids
+    ):
+        errors.setdefault("work_order_id", []).append("unknown work order")
+    if errors:
+        raise ValidationFailed(detail="the quote request is not valid", errors=errors)
+    return NewQuote(
+        customer_id=customer,
+        description=text or "",
+        unit_id=unit,
+        work_order_id=work_order,
+        visible_to_customer=visible,
+        created_by_customer=by_customer,
+        created_by=actor.id,
+    )
+
+
+# --- moving between states ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A status change to apply: new status, the event to publish, its details."""
+
+    status: str
+    event: str
+    on_behalf: bool = False  # staff recorded the customer's decision
+    po_number: str | None = None
+    reason: str | None = None
+
+
+def authorize_transition(
+    actor: ActorLike,
+    quote: QuoteLike,
+    target: str,
+    *,
+    attachment_kinds: Iterable[str] = (),
+) -> Decision:
+    """Who may move ``quote`` to ``target``; used by PATCH and the action endpoints.
+
+    - ``in_process``, ``customer_approval_needed``: staff (admin/manager/advisor); the
+      latter needs a ``quote_document`` among ``attachment_kinds``.
+    - ``approved``, ``denied``: portal users with ``quotes.approve``, or
+      manager/admin on the customer's behalf.
+    - ``cancelled``: portal users with ``quotes.request``, or admin/manager/advisor.
+    """
+    ensure_visible(actor, quote)
+    _ensure_writer(actor)
+    on_behalf = False
+    if target in (PENDING, IN_PROCESS, CUSTOMER_APPROVAL_NEEDED):
+        if not _has_role(actor, QUOTE_STAFF_ROLES):
+            raise Forbidden(f"only shop staff may move a quote request to {target}")
+    elif target in (APPROVED, DENIED):
+        on_behalf = _require_portal_or_staff(actor, PERM_APPROVE, MANAGER_ROLES)
+    elif target == CANCELLED:
+        _require_portal_or_staff(actor, PERM_REQUEST, QUOTE_STAFF_ROLES)
+    elif target not in TRANSITIONS:
+        raise ValidationFailed(
+            detail="unknown status", errors={"status": [f"must be one of {', '.join(STATUSES)}"]}
+        )
+    check_transition(quote.status, target)
+    if target == CUSTOMER_APPROVAL_NEEDED and QUOTE_DOCUMENT not in set(attachment_kinds):
+        raise QuoteDocumentRequired(
+            detail="attach the quote document before asking the customer to approve"
+        )
+    return Decision(status=target, event=event_for_transition(target), on_behalf=on_behalf)
+
+
+def approve(actor: ActorLike, quote: QuoteLike, po_number: object = None) -> Decision:
+    """Approve a quote awaiting the customer, with an optional PO number."""
+    decision = authorize_transition(actor, quote, APPROVED)
+    errors: dict[str, list[str]] = {}
+    po = _text(errors, "po_number", po_number, MAX_PO_NUMBER, required=False, single_line=True)
+    if errors:
+        raise ValidationFailed(detail="the approval is not valid", errors=errors)
+    return replace(decision, po_number=po)
+
+
+def deny(actor: ActorLike, quote: QuoteLike, reason: object = None) -> Decision:
+    """Deny a quote awaiting the customer, with an optional reason."""
+    decision = authorize_transition(actor, quote, DENIED)
+    errors: dict[str, list[str]] = {}
+    text = _text(errors, "reason", reason, MAX_REASON, required=False)
+    if errors:
+        raise ValidationFailed(detail="the denial is not valid", errors=errors)
+    return replace(decision, reason=text)
+
+
+def cancel(actor: ActorLike, quote: QuoteLike) -> Decision:
+    return authorize_transition(actor, quote, CANCELLED)
+
+
+# --- editing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Field values to write (only real changes) and the events, in order."""
+
+    changes: Mapping[str, object]
+    events: tuple[str, ...]
+    decision: Decision | None = None
+
+
+def plan_patch(
+    actor: ActorLike,
+    quote: QuoteRecord,
+    changes: Mapping[str, object],
+    *,
+    attachment_kinds: Iterable[str] = (),
+) -> PatchPlan:
+    """Staff (admin/manager/advisor) edit description, assignee, visibility and status.
+
+    Values equal to the current ones are not changes; an empty plan means nothing to do.
+    """
+    ensure_visible(actor, quote)
+    _ensure_writer(actor)
+    if not _has_role(actor, QUOTE_STAFF_ROLES):
+        raise Forbidden("only shop staff may edit a quote request")
+    errors: dict[str, list[str]] = {}
+    for name in sorted(set(changes) - PATCHABLE_FIELDS):
+        errors[name] = ["unknown field"]
+    out: dict[str, object] = {}
+    events: list[str] = []
+    if "description" in changes:
+        text = _text(errors, "description", changes["description"], MAX_DESCRIPTION, True)
+        if text is not None and text != quote.description:
+            out["description"] = text
+    if "visible_to_customer" in changes:
+        visible = _bool(errors, "visible_to_customer", changes["visible_to_customer"], None)
+        if "visible_to_customer" not in errors and visible != quote.visible_to_customer:
+            out["visible_to_customer"] = visible
+    if "assigned_to" in changes:
+        assignee = _uuid(errors, "assigned_to", changes["assigned_to"], required=False)
+        if "assigned_to" not in errors and assignee != quote.assigned_to:
+            out["assigned_to"] = assignee
+    status = changes.get("status")
+    if "status" in changes and (not isinstance(status, str) or status not in TRANSITIONS):
+        errors["status"] = [f"must be one of {', '.join(STATUSES)}"]
+    if errors:
+        raise ValidationFailed(detail="the changes are not valid", errors=errors)
+    decision = None
+    if isinstance(status, str) and status != quote.status:
+        decision = authorize_transition(actor, quote, status, attachment_kinds=attachment_kinds)
+        out["status"] = status
+    if "description" in out or "visible_to_customer" in out:
+        events.append(EVENT_UPDATED)
+    if "assigned_to" in out:
+        events.append(EVENT_ASSIGNED)
+    if decision is not None:
+        events.append(decision.event)
+    return PatchPlan(changes=MappingProxyType(out), events=tuple(events), decision=decision)
+
+
+# --- comments and attachments -------------------------------------------------------
+
+
+def validate_comment(actor: ActorLike, quote: QuoteLike, body: object) -> str:
+    """Staff of any role and portal users who see the quote may comment."""
+    ensure_visible(actor, quote)
+    _ensure_writer(actor)
+    if not (_has_role(actor, ALL_STAFF_ROLES) or actor.kind == "portal"):
+        raise Forbidden("this caller may not comment on quote requests")
+    errors: dict[str, list[str]] = {}
+    text = _text(errors, "body", body, MAX_COMMENT, required=True)
+    if errors or text is None:
+        raise ValidationFailed(detail="the comment is not valid", errors=errors)
+    return text
+
+
+def authorize_comment_delete(actor: ActorLike, quote: QuoteLike) -> None:
+    """Only managers and admins delete comments."""
+    ensure_visible(actor, quote)
+    _ensure_writer(actor)
+    if not _has_role(actor, MANAGER_ROLES):
+        raise Forbidden("only a manager or admin may delete comments")
+
+
+def authorize_attachment(actor: ActorLike, quote: QuoteLike, kind: object) -> str:
+    """Staff upload either kind; portal users who see the quote upload ``attachment``."""
+    ensure_visible(actor, quote)
+    _ensure_writer(actor)
+    if not isinstance(kind, str) or kind not in ATTACHMENT_KINDS:
+        raise ValidationFailed(
+            detail="unknown attachment kind",
+            errors={"kind": [f"must be one of {', '.join(ATTACHMENT_KINDS)}"]},
+        )
+    if _has_role(actor, ALL_STAFF_ROLES):
+        return kind
+    if actor.kind == "portal":
+        if kind != ATTACHMENT:
+            raise Forbidden("only shop staff may attach a quote document")
+        return kind
+    raise Forbidden("this caller may not upload files to quote requests")
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _is_staff(actor: ActorLike) -> bool:
+    return actor.kind in ("staff", "system")
+
+
+def _has_role(actor: ActorLike, roles: frozenset[str]) -> bool:
+    if actor.kind == "system":
+        return True
+    return actor.kind == "staff" and not roles.isdisjoint(actor.roles)
+
+
+def _ensure_writer(actor: ActorLike) -> None:
+    if actor.read_only:
+        raise Forbidden("this session is read-only")
+
+
+def _require_portal_or_staff(actor: ActorLike, permission: str, roles: frozenset[str]) -> bool:
+    """Portal user with ``permission`` (False) or staff with one of ``roles`` (True)."""
+    if actor.kind == "portal":
+        if permission not in actor.permissions:
+            raise Forbidden(f"{permission} permission required", code="permission_required")
+        return False
+    if _has_role(actor, roles):
+        return True
+    raise Forbidden("this caller may not do that to a quote request")
+
+
+_ALLOWED_CONTROLS = frozenset("\n\r\t")
+
+
+def _text(
+    errors: dict[str, list[str]],
+    field: str,
+    value: object,
+    max_len: int,
+    required: bool,
+    single_line: bool = False,
+) -> str | None:
+    """Stripped text, or None when optional and blank; problems go into ``errors``."""
+    if value is None:
+        if required:
+            errors.setdefault(field, []).append("is required")
+        return None
+    if not isinstance(value, str):
+        errors.setdefault(field, []).append("must be a string")
+        return None
+    text = value.strip()
+    if not text:
+        if required:
+            errors.setdefault(field, []).append("must not be blank")
+        return None
+    problems: list[str] = []
+    if len(text) > max_len:
+        problems.append(f"must be at most {max_len} characters")
+    if single_line and not text.isprintable():
+        problems.append("must contain printable characters only")
+    elif any(_bad_char(c) for c in text):
+        problems.append("must not contain control characters")
+    if problems:
+        errors.setdefault(field, []).extend(problems)
+        return None
+    return text
+
+
+def _bad_char(c: str) -> bool:
+    code = ord(c)
+    if c in _ALLOWED_CONTROLS:
+        return False
+    return code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF
+
+
+def _uuid(errors: dict[str, list[str]], field: str, value: object, required: bool) -> str | None:
+    if value is None or value == "":
+        if required:
+            errors.setdefault(field, []).append("is required")
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            pass
+    errors.setdefault(field, []).append("must be a UUID")
+    return None
+
+
+def _bool(errors: dict[str, list[str]], field: str, value: object, default: bool | None) -> bool:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool):
+        return value
+    errors.setdefault(field, []).append("must be true or false")
+    return False

@@ -1,0 +1,99 @@
+"""Tables of the quotes service (schema ``quotes``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kit.db import TenantScoped, infra_tables, make_metadata, new_id, utcnow
+
+metadata = make_metadata("quotes")
+outbox, processed_events = infra_tables(metadata)
+UUID = Uuid(as_uuid=False)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class QuoteCounter(TenantScoped, Base):
+    """Per-tenant sequence for human quote numbers (Q-000123)."""
+
+    __tablename__ = "quote_counters"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    last_number: Mapped[int] = mapped_column(BigInteger, default=0)
+    __table_args__ = (UniqueConstraint("tenant_id"),)
+
+
+class QuoteRequest(TenantScoped, Base):
+    __tablename__ = "quote_requests"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    number: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[str] = mapped_column(UUID, index=True)
+    unit_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    work_order_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(UUID)
+    created_by_kind: Mapped[str] = mapped_column(String(16))
+    created_by_name: Mapped[str] = mapped_column(String(200), default="")
+    created_by_customer: Mapped[bool] = mapped_column(Boolean)
+    visible_to_customer: Mapped[bool] = mapped_column(Boolean, default=True)
+    assigned_to: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    po_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    decided_on_behalf: Mapped[bool] = mapped_column(Boolean, default=False)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "number"),
+        Index("ix_quote_requests_list", "tenant_id", "created_at", "id"),
+        Index("ix_quote_requests_status", "tenant_id", "status"),
+    )
+
+
+class Comment(TenantScoped, Base):
+    __tablename__ = "comments"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    quote_request_id: Mapped[str] = mapped_column(UUID, ForeignKey("quote_requests.id"), index=True)
+    author_kind: Mapped[str] = mapped_column(String(16))
+    author_id: Mapped[str] = mapped_column(UUID)
+    author_name: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(UUID, nullable=True)
+
+
+class Attachment(TenantScoped, Base):
+    __tablename__ = "attachments"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    quote_request_id: Mapped[str] = mapped_column(UUID, ForeignKey("quote_requests.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by: Mapped[str] = mapped_column(UUID)
+    uploaded_by_kind: Mapped[str] = mapped_column(String(16))
+    uploaded_by_name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+TENANT_TABLES = ("quote_counters", "quote_requests", "comments", "attachments")

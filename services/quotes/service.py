@@ -1,0 +1,393 @@
+"""Quote requests over RPC. Each entrypoint: parse with a contract schema, apply the
+domain's decision inside one unit of work (state + outbox event), return a dump."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import func, or_, select, update
+
+from contracts import quotes as c
+from kit import pagination
+from kit.context import Actor, RequestContext
+from kit.db import UnitOfWork, utcnow
+from kit.errors import NotFound, ValidationFailed
+from kit.health import HealthEndpoints
+from kit.ids import is_uuid
+from kit.observability import Metrics
+from kit.providers import Database, rpc
+from services.quotes import domain
+from services.quotes.models import Attachment, Comment, QuoteCounter, QuoteRequest, metadata
+
+
+def _parse(schema_cls: Any, payload: Any) -> dict[str, Any]:
+    try:
+        return schema_cls().load(payload or {})
+    except ValidationError as err:
+        messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
+        raise ValidationFailed("The request is not valid.",
+                               {str(k): [str(m) for m in v] if isinstance(v, list) else [str(v)]
+                                for k, v in messages.items()}) from err
+
+
+def _str(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if v is not None and k.endswith("_id") or k in ("created_by", "assigned_to")
+                and v is not None else v) for k, v in d.items()}
+
+
+def number_text(n: int) -> str:
+    return f"Q-{n:06d}"
+
+
+def to_dict(q: QuoteRequest, attachment_count: int | None = None) -> dict[str, Any]:
+    out = {
+        "id": q.id, "number": number_text(q.number), "customer_id": q.customer_id,
+        "unit_id": q.unit_id, "work_order_id": q.work_order_id, "description": q.description,
+        "status": q.status, "created_by": q.created_by, "created_by_name": q.created_by_name,
+        "created_by_customer": q.created_by_customer,
+        "visible_to_customer": q.visible_to_customer, "assigned_to": q.assigned_to,
+        "po_number": q.po_number, "decision_reason": q.decision_reason,
+        "decided_on_behalf": q.decided_on_behalf, "decided_at": q.decided_at,
+        "version": q.version, "created_at": q.created_at, "updated_at": q.updated_at,
+    }
+    if attachment_count is not None:
+        out["attachment_count"] = attachment_count
+    return c.QuoteRequestSchema().dump(out)
+
+
+def event_data(q: QuoteRequest, **extra: Any) -> dict[str, Any]:
+    data = {
+        "quote_request_id": q.id, "number": number_text(q.number), "customer_id": q.customer_id,
+        "unit_id": q.unit_id, "work_order_id": q.work_order_id, "status": q.status,
+        "description": q.description, "assigned_to": q.assigned_to, "created_by": q.created_by,
+        "created_by_customer": q.created_by_customer,
+        "visible_to_customer": q.visible_to_customer, "po_number": q.po_number,
+        "reason": q.decision_reason, "version": q.version,
+    }
+    data.update(extra)
+    return data
+
+
+def _scoped(stmt: Any, actor: Actor) -> Any:
+    """The domain's scope as SQL: the same rules ``ensure_visible`` applies to one row."""
+    scope = domain.list_scope(actor)
+    if scope.nothing:
+        return stmt.where(False)
+    if scope.everything:
+        return stmt
+    stmt = stmt.where(QuoteRequest.visible_to_customer.is_(True))
+    if scope.customer_id is not None:
+        stmt = stmt.where(QuoteRequest.customer_id == scope.customer_id)
+    if scope.work_order_id is not None:
+        stmt = stmt.where(QuoteRequest.work_order_id == scope.work_order_id)
+    if scope.unit_ids is not None:
+        stmt = stmt.where(or_(QuoteRequest.unit_id.is_(None),
+                              QuoteRequest.unit_id.in_(list(scope.unit_ids))))
+    return stmt
+
+
+def _filtered(stmt: Any, f: dict[str, Any]) -> Any:
+    if "status" in f:
+        stmt = stmt.where(QuoteRequest.status == f["status"])
+    if "created_by_customer" in f:
+        stmt = stmt.where(QuoteRequest.created_by_customer.is_(f["created_by_customer"]))
+    for key in ("created_by", "assigned_to", "customer_id", "unit_id"):
+        if f.get(key) is not None:
+            stmt = stmt.where(getattr(QuoteRequest, key) == str(f[key]))
+    if f.get("q"):
+        term = f["q"].strip()
+        like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conditions = [QuoteRequest.description.ilike(like, escape="\\"),
+                      QuoteRequest.po_number.ilike(like, escape="\\")]
+        digits = term.upper().removeprefix("Q-").lstrip("0")
+        if digits.isdigit() and len(digits) < 15:
+            conditions.append(QuoteRequest.number == int(digits))
+        stmt = stmt.where(or_(*conditions))
+    return stmt
+
+
+class QuotesService(HealthEndpoints):
+    name = "quotes"
+
+    db = Database("quotes", metadata)
+    ctx = RequestContext()
+    metrics = Metrics()
+
+    # --- reads ------------------------------------------------------------------------
+    @rpc
+    def list_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        f = _parse(c.QuoteListQuery, query)
+        with self.db.unit_of_work() as uow:
+            stmt = _filtered(_scoped(select(QuoteRequest), actor), f)
+            stmt, limit = pagination.page(stmt, QuoteRequest, f.get("limit"), f.get("cursor"))
+            rows, next_cursor = pagination.split(list(uow.session.scalars(stmt)), limit)
+        return {"items": [to_dict(q) for q in rows], "next_cursor": next_cursor}
+
+    @rpc
+    def export_quote_requests(self, query: dict[str, Any], max_rows: int = 10000) -> list[dict]:
+        actor = self.ctx.require_actor()
+        f = _parse(c.QuoteFilters, query)
+        with self.db.unit_of_work() as uow:
+            stmt = _filtered(_scoped(select(QuoteRequest), actor), f)
+            stmt = stmt.order_by(QuoteRequest.created_at.desc(), QuoteRequest.id.desc())
+            rows = uow.session.scalars(stmt.limit(max_rows)).all()
+        return [to_dict(q) for q in rows]
+
+    @rpc
+    def summarize_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        f = _parse(c.QuoteFilters, query)
+        f.pop("status", None)  # tabs count every status under the other filters
+        with self.db.unit_of_work() as uow:
+            stmt = select(QuoteRequest.status, func.count()).group_by(QuoteRequest.status)
+            stmt = _filtered(_scoped(stmt, actor), f)
+            counts = domain.summarize(uow.session.execute(stmt).all())
+        return {"counts": counts, "total": sum(counts.values())}
+
+    @rpc
+    def get_quote_request(self, quote_id: str) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id)
+            return to_dict(q, self._attachment_count(uow, q.id))
+
+    # --- writes -----------------------------------------------------------------------
+    @rpc
+    def create_quote_request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        body = _parse(c.CreateQuoteRequest, payload)
+        new = domain.prepare_create(
+            actor,
+            description=body.get("description"),
+            customer_id=str(body["customer_id"]) if body.get("customer_id") else None,
+            unit_id=str(body["unit_id"]) if body.get("unit_id") else None,
+            work_order_id=str(body["work_order_id"]) if body.get("work_order_id") else None,
+            visible_to_customer=body.get("visible_to_customer"),
+        )
+        with self.db.unit_of_work() as uow:
+            q = QuoteRequest(
+                number=self._next_number(uow), customer_id=new.customer_id, unit_id=new.unit_id,
+                work_order_id=new.work_order_id, description=new.description, status=new.status,
+                created_by=actor.id, created_by_kind=actor.kind, created_by_name=actor.name,
+                created_by_customer=new.created_by_customer,
+                visible_to_customer=new.visible_to_customer, version=1,
+                created_at=utcnow(), updated_at=utcnow(),
+            )
+            uow.session.add(q)
+            uow.session.flush()
+            uow.emit(new.event, event_data(q, author_kind=actor.kind, author_name=actor.name))
+            return to_dict(q, 0)
+
+    @rpc
+    def update_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        body = _parse(c.PatchQuoteRequest, payload)
+        version = body.pop("version", None)
+        changes = {k: (str(v) if k == "assigned_to" and v is not None else v)
+                   for k, v in body.items()}
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id, lock=True)
+            plan = domain.plan_patch(actor, q, changes, attachment_kinds=self._kinds(uow, q.id))
+            domain.check_version(q.version, version)
+            if plan.changes:
+                previous = q.status
+                for key, value in plan.changes.items():
+                    setattr(q, key, value)
+                self._touch(q)
+                for event in plan.events:
+                    uow.emit(event, event_data(q, previous_status=previous))
+            return to_dict(q, self._attachment_count(uow, q.id))
+
+    @rpc
+    def approve_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = _parse(c.ApproveRequest, payload)
+        return self._decide(quote_id, body.get("version"),
+                            lambda actor, q: domain.approve(actor, q, body.get("po_number")))
+
+    @rpc
+    def deny_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = _parse(c.DenyRequest, payload)
+        return self._decide(quote_id, body.get("version"),
+                            lambda actor, q: domain.deny(actor, q, body.get("reason")))
+
+    @rpc
+    def cancel_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = _parse(c.VersionOnly, payload)
+        return self._decide(quote_id, body.get("version"), domain.cancel)
+
+    def _decide(self, quote_id: str, version: int | None, decide: Any) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id, lock=True)
+            decision = decide(actor, q)
+            domain.check_version(q.version, version)
+            previous = q.status
+            q.status = decision.status
+            if decision.status in (domain.APPROVED, domain.DENIED):
+                q.po_number = decision.po_number
+                q.decision_reason = decision.reason
+                q.decided_by = actor.id
+                q.decided_on_behalf = decision.on_behalf
+                q.decided_at = utcnow()
+            self._touch(q)
+            uow.emit(decision.event, event_data(q, previous_status=previous,
+                                                author_kind=actor.kind, author_name=actor.name))
+            return to_dict(q, self._attachment_count(uow, q.id))
+
+    # --- comments ---------------------------------------------------------------------
+    @rpc
+    def list_comments(self, quote_id: str) -> list[dict[str, Any]]:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id)
+            rows = uow.session.scalars(
+                select(Comment).where(Comment.quote_request_id == q.id,
+                                      Comment.deleted_at.is_(None))
+                .order_by(Comment.created_at, Comment.id)
+            ).all()
+            return [self._comment(x) for x in rows]
+
+    @rpc
+    def add_comment(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        body = _parse(c.CommentRequest, payload)
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id)
+            text = domain.validate_comment(actor, q, body["body"])
+            comment = Comment(quote_request_id=q.id, author_kind=actor.kind, author_id=actor.id,
+                              author_name=actor.name, body=text, created_at=utcnow())
+            uow.session.add(comment)
+            uow.session.flush()
+            uow.emit(domain.EVENT_COMMENT_ADDED, event_data(
+                q, comment_id=comment.id, comment_body=text, author_kind=actor.kind,
+                author_name=actor.name))
+            return self._comment(comment)
+
+    @rpc
+    def delete_comment(self, quote_id: str, comment_id: str) -> None:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id)
+            domain.authorize_comment_delete(actor, q)
+            comment = self._get(uow, Comment, comment_id)
+            if comment is None or comment.quote_request_id != q.id or comment.deleted_at:
+                raise NotFound("No such comment.")
+            comment.deleted_at = utcnow()
+            comment.deleted_by = actor.id
+            uow.emit(domain.EVENT_COMMENT_DELETED, event_data(
+                q, comment_id=comment.id, author_kind=actor.kind, author_name=actor.name))
+
+    # --- attachments ------------------------------------------------------------------
+    @rpc
+    def authorize_upload(self, quote_id: str, kind: str) -> str:
+        """Checked before the gateway stores any bytes, so refused uploads leave none."""
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            return domain.authorize_attachment(actor, self._load(uow, actor, quote_id), kind)
+
+    @rpc
+    def add_attachment(self, quote_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id)
+            kind = domain.authorize_attachment(actor, q, meta.get("kind"))
+            att = Attachment(
+                quote_request_id=q.id, kind=kind, filename=meta["filename"],
+                content_type=meta["content_type"], size=int(meta["size"]),
+                sha256=meta["sha256"], uploaded_by=actor.id, uploaded_by_kind=actor.kind,
+                uploaded_by_name=actor.name, created_at=utcnow(),
+            )
+            uow.session.add(att)
+            uow.session.flush()
+            uow.emit(domain.EVENT_ATTACHMENT_ADDED, event_data(
+                q, attachment_id=att.id, filename=att.filename, attachment_kind=kind,
+                author_kind=actor.kind, author_name=actor.name))
+            return self._attachment(att)
+
+    @rpc
+    def list_attachments(self, quote_id: str) -> list[dict[str, Any]]:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id)
+            rows = uow.session.scalars(
+                select(Attachment).where(Attachment.quote_request_id == q.id)
+                .order_by(Attachment.created_at, Attachment.id)
+            ).all()
+            return [self._attachment(a) for a in rows]
+
+    @rpc
+    def get_attachment(self, quote_id: str, attachment_id: str) -> dict[str, Any]:
+        """Metadata of one file, authorised exactly like the quote request itself."""
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            q = self._load(uow, actor, quote_id)
+            att = self._get(uow, Attachment, attachment_id)
+            if att is None or att.quote_request_id != q.id:
+                raise NotFound("No such attachment.")
+            return self._attachment(att)
+
+    # --- helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _get(uow: UnitOfWork, model: Any, row_id: str) -> Any:
+        if not is_uuid(row_id):
+            return None
+        return uow.session.scalars(select(model).where(model.id == row_id)).first()
+
+    def _load(self, uow: UnitOfWork, actor: Actor, quote_id: str, lock: bool = False
+              ) -> QuoteRequest:
+        if not is_uuid(quote_id):
+            raise NotFound("No such quote request.")
+        stmt = select(QuoteRequest).where(QuoteRequest.id == quote_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        q = uow.session.scalars(stmt).first()
+        if q is None:
+            raise NotFound("No such quote request.")
+        domain.ensure_visible(actor, q)
+        return q
+
+    @staticmethod
+    def _kinds(uow: UnitOfWork, quote_id: str) -> list[str]:
+        return list(uow.session.scalars(
+            select(Attachment.kind).where(Attachment.quote_request_id == quote_id).distinct()))
+
+    @staticmethod
+    def _attachment_count(uow: UnitOfWork, quote_id: str) -> int:
+        return uow.session.scalar(
+            select(func.count()).select_from(Attachment)
+            .where(Attachment.quote_request_id == quote_id)) or 0
+
+    @staticmethod
+    def _next_number(uow: UnitOfWork) -> int:
+        # One row per tenant, bumped atomically: numbers are gap-free per commit order.
+        bumped = uow.session.execute(
+            update(QuoteCounter).values(last_number=QuoteCounter.last_number + 1)
+            .returning(QuoteCounter.last_number)
+        ).scalar()
+        if bumped is None:
+            uow.session.add(QuoteCounter(last_number=1))
+            uow.session.flush()
+            return 1
+        return int(bumped)
+
+    @staticmethod
+    def _touch(q: QuoteRequest) -> None:
+        q.version += 1
+        q.updated_at = utcnow()
+
+    @staticmethod
+    def _comment(x: Comment) -> dict[str, Any]:
+        return c.CommentSchema().dump({
+            "id": x.id, "quote_request_id": x.quote_request_id, "author_kind": x.author_kind,
+            "author_id": x.author_id, "author_name": x.author_name, "body": x.body,
+            "created_at": x.created_at})
+
+    @staticmethod
+    def _attachment(a: Attachment) -> dict[str, Any]:
+        return c.AttachmentSchema().dump({
+            "id": a.id, "quote_request_id": a.quote_request_id, "kind": a.kind,
+            "filename": a.filename, "content_type": a.content_type, "size": a.size,
+            "sha256": a.sha256, "uploaded_by_name": a.uploaded_by_name,
+            "created_at": a.created_at})

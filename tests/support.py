@@ -1,0 +1,202 @@
+"""Helpers for tests that run the real system: its own database, vhost and ports per
+run, so runs never collide; real PostgreSQL and RabbitMQ, never mocks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+AMQP_BASE = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+MGMT = os.environ.get("TEST_RABBIT_MGMT", "http://guest:guest@127.0.0.1:15672")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_vhost(name: str) -> None:
+    if shutil.which("rabbitmqctl"):
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True,
+                       timeout=60)
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*",
+                        ".*"], check=True, capture_output=True, timeout=60)
+        return
+    r = requests.put(f"{MGMT}/api/vhosts/{quote(name, safe='')}", timeout=10)
+    r.raise_for_status()
+
+
+def drop_vhost(name: str) -> None:
+    if shutil.which("rabbitmqctl"):
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)
+    else:
+        requests.delete(f"{MGMT}/api/vhosts/{quote(name, safe='')}", timeout=10)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from kit.db import sa_url
+
+    engine = create_engine(sa_url(admin_url.rsplit("/", 1)[0] + "/postgres"),
+                           isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
+                          "where datname = :d and pid <> pg_backend_pid()"), {"d": name})
+        conn.execute(text(f'drop database if exists "{name}"'))
+    engine.dispose()
+
+
+class Environment:
+    """A private database + vhost + ports + var folders for one test session."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.run_id = uuid.uuid4().hex[:10]
+        self.db_name = f"portico_t_{self.run_id}"
+        self.vhost = f"portico-t-{self.run_id}"
+        self.tmp = tmp
+        self.admin_url = f"{PG_ADMIN}/{self.db_name}"
+        self.amqp_uri = f"{AMQP_BASE}/{quote(self.vhost, safe='')}"
+        self.ports = {k: free_port() for k in ("gateway", "quotes", "notify", "smtp")}
+        self.mail_dir = tmp / "mail"
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PORTICO_ENV": "development",
+            "PORTICO_TEST_RUN": self.run_id,
+            "ADMIN_DATABASE_URL": self.admin_url,
+            "AMQP_URI": self.amqp_uri,
+            "GATEWAY_PORT": str(self.ports["gateway"]),
+            "QUOTES_PORT": str(self.ports["quotes"]),
+            "NOTIFY_PORT": str(self.ports["notify"]),
+            "SMTP_PORT": str(self.ports["smtp"]),
+            "MAIL_DIR": str(self.mail_dir),
+            "BLOB_DIR": str(tmp / "blobs"),
+            "SMS_DIR": str(tmp / "sms"),
+            "JWT_DEV_KEY_FILE": str(tmp / "keys" / "dev.pem"),
+            "PORTICO_ARGON2_FAST": "1",
+            "EVENT_RETRY_DELAYS_MS": "200,500,1000,2000",
+            "OUTBOX_RELAY_INTERVAL": "0.5",
+            "NOTIFY_SWEEP_SECONDS": "0.5",
+            "RPC_TIMEOUT_SECONDS": "8",
+            "LOGIN_LIMIT_PER_ACCOUNT": "5",
+            "LOGIN_LIMIT_PER_ADDRESS": "1000",
+            "PORTAL_BASE_URL": "http://portal.test",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop("PORT", None)
+        self.base = f"http://127.0.0.1:{self.ports['gateway']}"
+        make_vhost(self.vhost)
+
+    def close(self) -> None:
+        drop_database(self.admin_url, self.db_name)
+        drop_vhost(self.vhost)
+
+
+class Process:
+    """One child process with its output in a log file (read on failure)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log_path = args, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no clean-up handlers run."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+
+def wait_ready(url: str, timeout: float = 90, proc: Process | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{proc.output()}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout}s" + (f"\n{proc.output()}" if proc else ""))
+
+
+class Client:
+    """The public HTTP API, as a web or mobile client uses it."""
+
+    def __init__(self, base: str, token: str | None = None) -> None:
+        self.base = base + "/api/v1"
+        self.http = requests.Session()
+        self.token = token
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 20)
+        return self.http.request(method, self.base + path, **kw)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> requests.Response:
+        return self.request("POST", path, json=json, **kw)
+
+    def patch(self, path: str, json: Any = None, **kw: Any) -> requests.Response:
+        return self.request("PATCH", path, json=json, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+    def login(self, tenant: str, email: str, password: str) -> Client:
+        r = self.post("/auth/token", {"tenant": tenant, "email": email, "password": password})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        client = Client(self.base[: -len("/api/v1")], body["access_token"])
+        client.refresh_token = body["refresh_token"]  # type: ignore[attr-defined]
+        return client
+
+
+def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
