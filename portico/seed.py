@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from kit.config import Settings
 from kit.db import DatabaseCore
+from kit.messaging import EventPublisher, publish_committed
 from services.gateway import domain
 from services.gateway.models import StaffUser, Tenant, TenantSettings, metadata
 from services.gateway.tokens import hash_password
@@ -48,6 +49,8 @@ def create_tenant(settings: Settings, slug: str, name: str, admin_email: str,
             uow.session.add(tenant)
             uow.session.flush()
             tenant_id = tenant.id
+        publisher = EventPublisher(settings.amqp_uri)
+        core.after_commit.append(lambda envelopes: publish_committed(core, publisher, envelopes))
         with core.unit_of_work(tenant_id=tenant_id) as uow:
             uow.session.add(TenantSettings(features={f: True for f in domain.TENANT_FEATURES},
                                            reason_codes=["phone", "in_person", "email"]))

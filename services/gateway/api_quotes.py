@@ -8,6 +8,7 @@ of attachments (stored here by content hash, described in the quotes service).
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 import uuid
@@ -26,7 +27,15 @@ from contracts import quotes as c
 from kit.csvout import to_csv
 from kit.uploads import MAX_UPLOAD_BYTES, check_upload, sanitize_filename
 from services.gateway.models import Customer
-from services.gateway.web import ANY_CALLER, STAFF, ApiError, Call, json_response, route
+from services.gateway.web import (
+    ANY_CALLER,
+    API_PREFIX,
+    STAFF,
+    ApiError,
+    Call,
+    json_response,
+    route,
+)
 
 TAG = "quote requests"
 STAFF_OR_PORTAL = ("staff", "portal")
@@ -60,8 +69,11 @@ def parse_if_match(header: str | None) -> int | None:
         return None
     match = _IF_MATCH.fullmatch(value)
     if match is None or (value.count('"') not in (0, 2)) or int(match.group(1)) < 1:
-        raise ApiError("validation_failed", "The If-Match header is not valid.",
-                       {"If-Match": ['must be one version as an entity tag, e.g. "3"']})
+        raise ApiError(
+            "validation_failed",
+            "The If-Match header is not valid.",
+            {"If-Match": ['must be one version as an entity tag, e.g. "3"']},
+        )
     return int(match.group(1))
 
 
@@ -138,8 +150,9 @@ def revive(schema_cls: type[Schema], item: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _page(schema_cls: type[Schema], items: Iterable[Mapping[str, Any]],
-          next_cursor: str | None = None) -> dict[str, Any]:
+def _page(
+    schema_cls: type[Schema], items: Iterable[Mapping[str, Any]], next_cursor: str | None = None
+) -> dict[str, Any]:
     return {"items": [revive(schema_cls, x) for x in items], "next_cursor": next_cursor}
 
 
@@ -173,39 +186,67 @@ def quote_response(call: Call, item: Mapping[str, Any], status: int = 200) -> Re
     if body.get("version") is not None:
         response.headers["ETag"] = f'"{body["version"]}"'
     if status == 201 and body.get("id"):
-        response.headers["Location"] = f"{call.request.script_root}/api/v1/quote-requests/{body['id']}"
+        response.headers["Location"] = f"{API_PREFIX}/quote-requests/{body['id']}"
     return response
 
 
 # --- quote requests -------------------------------------------------------------------
 
 
-@route("POST", "/quote-requests", callers=STAFF_OR_PORTAL, summary="Request a quote",
-       tag=TAG, body=c.CreateQuoteRequest, response=c.QuoteRequestSchema, status=201,
-       errors=(403,))
+@route(
+    "POST",
+    "/quote-requests",
+    callers=STAFF_OR_PORTAL,
+    summary="Request a quote",
+    tag=TAG,
+    body=c.CreateQuoteRequest,
+    response=c.QuoteRequestSchema,
+    status=201,
+    errors=(403,),
+)
 def create_quote_request(call: Call) -> Any:
     created = call.gw.quotes.create_quote_request(json_safe(call.body))
     return quote_response(call, created, 201)
 
 
-@route("GET", "/quote-requests", callers=ANY_CALLER, summary="List quote requests", tag=TAG,
-       query=c.QuoteListQuery, response=c.QuoteRequestSchema, many=True)
+@route(
+    "GET",
+    "/quote-requests",
+    callers=ANY_CALLER,
+    summary="List quote requests",
+    tag=TAG,
+    query=c.QuoteListQuery,
+    response=c.QuoteRequestSchema,
+    many=True,
+)
 def list_quote_requests(call: Call) -> Any:
     page = call.gw.quotes.list_quote_requests(json_safe(call.query))
     items = with_customer_names(call, [dict(x) for x in page["items"]])
     return _page(c.QuoteRequestSchema, items, page.get("next_cursor"))
 
 
-@route("GET", "/quote-requests/summary", callers=ANY_CALLER,
-       summary="Count quote requests per status (the tabs)", tag=TAG, query=c.QuoteFilters,
-       response=c.SummarySchema)
+@route(
+    "GET",
+    "/quote-requests/summary",
+    callers=ANY_CALLER,
+    summary="Count quote requests per status (the tabs)",
+    tag=TAG,
+    query=c.QuoteFilters,
+    response=c.SummarySchema,
+)
 def summarize_quote_requests(call: Call) -> Any:
     return call.gw.quotes.summarize_quote_requests(json_safe(call.query))
 
 
-@route("GET", "/quote-requests/export.csv", callers=STAFF,
-       summary="Export the filtered quote requests as CSV", tag=TAG, query=c.QuoteFilters,
-       content="text/csv")
+@route(
+    "GET",
+    "/quote-requests/export.csv",
+    callers=STAFF,
+    summary="Export the filtered quote requests as CSV",
+    tag=TAG,
+    query=c.QuoteFilters,
+    content="text/csv",
+)
 def export_quote_requests(call: Call) -> Any:
     rows = call.gw.quotes.export_quote_requests(json_safe(call.query))
     items = with_customer_names(call, [dict(x) for x in rows])
@@ -214,15 +255,28 @@ def export_quote_requests(call: Call) -> Any:
     return response
 
 
-@route("GET", "/quote-requests/{id}", callers=ANY_CALLER, summary="One quote request",
-       tag=TAG, response=c.QuoteRequestSchema)
+@route(
+    "GET",
+    "/quote-requests/{id}",
+    callers=ANY_CALLER,
+    summary="One quote request",
+    tag=TAG,
+    response=c.QuoteRequestSchema,
+)
 def get_quote_request(call: Call) -> Any:
     return quote_response(call, call.gw.quotes.get_quote_request(call.path["id"]))
 
 
-@route("PATCH", "/quote-requests/{id}", callers=STAFF,
-       summary="Edit a quote request (assignee, status, details)", tag=TAG,
-       body=c.PatchQuoteRequest, response=c.QuoteRequestSchema, errors=(403,))
+@route(
+    "PATCH",
+    "/quote-requests/{id}",
+    callers=STAFF,
+    summary="Edit a quote request (assignee, status, details)",
+    tag=TAG,
+    body=c.PatchQuoteRequest,
+    response=c.QuoteRequestSchema,
+    errors=(403,),
+)
 def update_quote_request(call: Call) -> Any:
     payload = json_safe(call.body)
     version = requested_version(call)
@@ -240,24 +294,46 @@ def _decision_payload(call: Call) -> dict[str, Any]:
     return payload
 
 
-@route("POST", "/quote-requests/{id}/approve", callers=STAFF_OR_PORTAL,
-       summary="Approve a quote (quotes.approve, or a manager on the customer's behalf)",
-       tag=TAG, body=c.ApproveRequest, response=c.QuoteRequestSchema, errors=(403,))
+@route(
+    "POST",
+    "/quote-requests/{id}/approve",
+    callers=STAFF_OR_PORTAL,
+    summary="Approve a quote (quotes.approve, or a manager on the customer's behalf)",
+    tag=TAG,
+    body=c.ApproveRequest,
+    response=c.QuoteRequestSchema,
+    errors=(403,),
+)
 def approve_quote_request(call: Call) -> Any:
     decided = call.gw.quotes.approve_quote_request(call.path["id"], _decision_payload(call))
     return quote_response(call, decided)
 
 
-@route("POST", "/quote-requests/{id}/deny", callers=STAFF_OR_PORTAL, summary="Deny a quote",
-       tag=TAG, body=c.DenyRequest, response=c.QuoteRequestSchema, errors=(403,))
+@route(
+    "POST",
+    "/quote-requests/{id}/deny",
+    callers=STAFF_OR_PORTAL,
+    summary="Deny a quote",
+    tag=TAG,
+    body=c.DenyRequest,
+    response=c.QuoteRequestSchema,
+    errors=(403,),
+)
 def deny_quote_request(call: Call) -> Any:
     decided = call.gw.quotes.deny_quote_request(call.path["id"], _decision_payload(call))
     return quote_response(call, decided)
 
 
-@route("POST", "/quote-requests/{id}/cancel", callers=STAFF_OR_PORTAL,
-       summary="Cancel a quote request", tag=TAG, body=c.VersionOnly,
-       response=c.QuoteRequestSchema, errors=(403,))
+@route(
+    "POST",
+    "/quote-requests/{id}/cancel",
+    callers=STAFF_OR_PORTAL,
+    summary="Cancel a quote request",
+    tag=TAG,
+    body=c.VersionOnly,
+    response=c.QuoteRequestSchema,
+    errors=(403,),
+)
 def cancel_quote_request(call: Call) -> Any:
     decided = call.gw.quotes.cancel_quote_request(call.path["id"], _decision_payload(call))
     return quote_response(call, decided)
@@ -266,22 +342,44 @@ def cancel_quote_request(call: Call) -> Any:
 # --- comments -------------------------------------------------------------------------
 
 
-@route("GET", "/quote-requests/{id}/comments", callers=ANY_CALLER,
-       summary="Comments on a quote request", tag=TAG, response=c.CommentSchema, many=True)
+@route(
+    "GET",
+    "/quote-requests/{id}/comments",
+    callers=ANY_CALLER,
+    summary="Comments on a quote request",
+    tag=TAG,
+    response=c.CommentSchema,
+    many=True,
+)
 def list_comments(call: Call) -> Any:
     return _page(c.CommentSchema, call.gw.quotes.list_comments(call.path["id"]))
 
 
-@route("POST", "/quote-requests/{id}/comments", callers=STAFF_OR_PORTAL,
-       summary="Comment on a quote request", tag=TAG, body=c.CommentRequest,
-       response=c.CommentSchema, status=201, errors=(403,))
+@route(
+    "POST",
+    "/quote-requests/{id}/comments",
+    callers=STAFF_OR_PORTAL,
+    summary="Comment on a quote request",
+    tag=TAG,
+    body=c.CommentRequest,
+    response=c.CommentSchema,
+    status=201,
+    errors=(403,),
+)
 def add_comment(call: Call) -> Any:
     added = call.gw.quotes.add_comment(call.path["id"], json_safe(call.body))
     return revive(c.CommentSchema, added)
 
 
-@route("DELETE", "/quote-requests/{id}/comments/{cid}", callers=STAFF,
-       summary="Delete a comment (manager)", tag=TAG, status=204, errors=(403,))
+@route(
+    "DELETE",
+    "/quote-requests/{id}/comments/{cid}",
+    callers=STAFF,
+    summary="Delete a comment (manager)",
+    tag=TAG,
+    status=204,
+    errors=(403,),
+)
 def delete_comment(call: Call) -> Any:
     call.gw.quotes.delete_comment(call.path["id"], call.path["cid"])
     return None
@@ -296,8 +394,9 @@ def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
     request = call.request
     length = request.content_length
     if length is not None and length > MAX_UPLOAD_REQUEST_BYTES:
-        raise ApiError("payload_too_large",
-                       f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        raise ApiError(
+            "payload_too_large", f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
+        )
     if request.mimetype != "multipart/form-data":
         raise ApiError("unsupported_media_type", "Send the file as multipart/form-data.")
     request.max_content_length = MAX_UPLOAD_REQUEST_BYTES
@@ -305,8 +404,9 @@ def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
         files = request.files
         form = request.form
     except RequestEntityTooLarge as exc:
-        raise ApiError("payload_too_large",
-                       f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.") from exc
+        raise ApiError(
+            "payload_too_large", f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
+        ) from exc
     except ClientDisconnected as exc:
         raise ApiError("malformed_request", "The upload ended early.") from exc
     uploads = files.getlist("file")
@@ -329,9 +429,17 @@ def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
     return data, storage.content_type, storage.filename or "", kind
 
 
-@route("POST", "/quote-requests/{id}/attachments", callers=STAFF_OR_PORTAL,
-       summary="Attach a file (kind attachment or quote_document)", tag=TAG, multipart=True,
-       response=c.AttachmentSchema, status=201, errors=(403, 413, 415))
+@route(
+    "POST",
+    "/quote-requests/{id}/attachments",
+    callers=STAFF_OR_PORTAL,
+    summary="Attach a file (kind attachment or quote_document)",
+    tag=TAG,
+    multipart=True,
+    response=c.AttachmentSchema,
+    status=201,
+    errors=(403, 413, 415),
+)
 def add_attachment(call: Call) -> Any:
     quote_id = call.path["id"]
     data, declared_type, raw_name, kind = _read_upload(call)
@@ -340,28 +448,44 @@ def add_attachment(call: Call) -> Any:
     filename = sanitize_filename(raw_name)
     content_type = check_upload(data, declared_type, filename)
     sha256 = call.gw.blobs.put(data)
-    added = call.gw.quotes.add_attachment(quote_id, {
-        "kind": kind, "filename": filename, "content_type": content_type,
-        "size": len(data), "sha256": sha256,
-    })
+    added = call.gw.quotes.add_attachment(
+        quote_id,
+        {
+            "kind": kind,
+            "filename": filename,
+            "content_type": content_type,
+            "size": len(data),
+            "sha256": sha256,
+        },
+    )
     return revive(c.AttachmentSchema, added)
 
 
-@route("GET", "/quote-requests/{id}/attachments", callers=ANY_CALLER,
-       summary="Files attached to a quote request", tag=TAG, response=c.AttachmentSchema,
-       many=True)
+@route(
+    "GET",
+    "/quote-requests/{id}/attachments",
+    callers=ANY_CALLER,
+    summary="Files attached to a quote request",
+    tag=TAG,
+    response=c.AttachmentSchema,
+    many=True,
+)
 def list_attachments(call: Call) -> Any:
     return _page(c.AttachmentSchema, call.gw.quotes.list_attachments(call.path["id"]))
 
 
-@route("GET", "/quote-requests/{id}/attachments/{aid}", callers=ANY_CALLER,
-       summary="Download an attached file", tag=TAG, content="application/octet-stream")
+@route(
+    "GET",
+    "/quote-requests/{id}/attachments/{aid}",
+    callers=ANY_CALLER,
+    summary="Download an attached file",
+    tag=TAG,
+    content="application/octet-stream",
+)
 def download_attachment(call: Call) -> Any:
     meta = call.gw.quotes.get_attachment(call.path["id"], call.path["aid"])
     fh = call.gw.blobs.open(meta["sha256"])
     try:
-        import os
-
         size = os.fstat(fh.fileno()).st_size
         body = wrap_file(call.request.environ, fh, DOWNLOAD_CHUNK)
     except BaseException:

@@ -192,13 +192,15 @@ class AuthCore:
             )
 
     @staticmethod
-    def revoke_subject(session: Any, subject_id: str, reason: str) -> None:
-        """Inside the caller's unit of work: end every session of a staff user or account."""
-        session.execute(
-            update(AuthSession).where(AuthSession.subject_id == subject_id,
-                                      AuthSession.revoked_at.is_(None))
-            .values(revoked_at=utcnow(), revoked_reason=reason)
-        )
+    def revoke_subject(session: Any, subject_id: str, reason: str,
+                       keep_session: str | None = None) -> None:
+        """Inside the caller's unit of work: end every session of a staff user or account
+        (but ``keep_session``, the caller's own when they change their own access)."""
+        stmt = update(AuthSession).where(AuthSession.subject_id == subject_id,
+                                         AuthSession.revoked_at.is_(None))
+        if keep_session is not None:
+            stmt = stmt.where(AuthSession.id != keep_session)
+        session.execute(stmt.values(revoked_at=utcnow(), revoked_reason=reason))
 
     def preview(self, core: Any, staff: Actor, customer_id: str) -> dict[str, Any]:
         actor = Actor(kind="portal", id=staff.id, tenant_id=staff.tenant_id,

@@ -70,14 +70,21 @@ def _strings(value: Any) -> tuple[str, ...] | None:
 def actor_from_claims(claims: Mapping[str, Any]) -> Actor | None:
     kind = claims.get("kind")
     tid, sub, sid = claims.get("tid"), claims.get("sub"), claims.get("sid")
-    if not (isinstance(tid, str) and is_uuid(tid) and isinstance(sub, str) and isinstance(sid, str)
-            and is_uuid(sid)):
+    if not (
+        isinstance(tid, str)
+        and is_uuid(tid)
+        and isinstance(sub, str)
+        and isinstance(sid, str)
+        and is_uuid(sid)
+    ):
         return None
     if kind == "staff":
         roles = tuple(r for r in _strings(claims.get("roles")) or () if r in STAFF_ROLES)
         if not roles:
             return None
-        return Actor(kind="staff", id=sub, tenant_id=tid, roles=roles, name=str(claims.get("name", "")))
+        return Actor(
+            kind="staff", id=sub, tenant_id=tid, roles=roles, name=str(claims.get("name", ""))
+        )
     if kind == "portal":
         cid = claims.get("cid")
         perms = _strings(claims.get("perms"))
@@ -108,8 +115,9 @@ def may_sign_in(subject: Any) -> bool:
 def actor_for(subject: Any, tenant_id: str) -> Actor:
     name = f"{subject.first_name} {subject.last_name}".strip()
     if hasattr(subject, "roles"):
-        return Actor(kind="staff", id=subject.id, tenant_id=tenant_id, roles=tuple(subject.roles),
-                     name=name)
+        return Actor(
+            kind="staff", id=subject.id, tenant_id=tenant_id, roles=tuple(subject.roles), name=name
+        )
     return Actor(
         kind="portal",
         id=subject.id,
@@ -138,8 +146,9 @@ class RateLimits:
         )
 
 
-def retry_after(window_start: datetime, count: int, now: datetime, limit: int,
-                window_seconds: int) -> int:
+def retry_after(
+    window_start: datetime, count: int, now: datetime, limit: int, window_seconds: int
+) -> int:
     """Seconds to wait, or 0 when another attempt is allowed."""
     elapsed = (now - window_start).total_seconds()
     if elapsed >= window_seconds or count < limit:
@@ -164,7 +173,9 @@ def check_roles(roles: Iterable[str]) -> list[str]:
     roles = list(dict.fromkeys(roles))
     bad = [r for r in roles if r not in STAFF_ROLES]
     if bad or not roles:
-        raise ValidationFailed("Unknown or missing roles.", {"roles": [f"choose from {', '.join(STAFF_ROLES)}"]})
+        raise ValidationFailed(
+            "Unknown or missing roles.", {"roles": [f"choose from {', '.join(STAFF_ROLES)}"]}
+        )
     return roles
 
 
@@ -172,12 +183,15 @@ def check_permissions(perms: Iterable[str]) -> list[str]:
     perms = list(dict.fromkeys(perms))
     bad = [p for p in perms if p not in PORTAL_PERMISSIONS]
     if bad:
-        raise ValidationFailed("Unknown permissions.", {"permissions": [f"unknown: {', '.join(bad)}"]})
+        raise ValidationFailed(
+            "Unknown permissions.", {"permissions": [f"unknown: {', '.join(bad)}"]}
+        )
     return perms
 
 
-def check_person(first_name: str | None, last_name: str | None, time_zone: str | None = None
-                 ) -> dict[str, list[str]]:
+def check_person(
+    first_name: str | None, last_name: str | None, time_zone: str | None = None
+) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if first_name is not None and not first_name.strip():
         errors["first_name"] = ["First name is required."]
@@ -231,7 +245,9 @@ def unit_scope(actor: Actor) -> tuple[str, ...] | None:
 def check_version(current: int, expected: int | None) -> None:
     """Optimistic concurrency: a version the caller based its change on must be current."""
     if expected is not None and expected != current:
-        raise VersionConflict(f"It changed meanwhile (version {current}, not {expected}); reload it.")
+        raise VersionConflict(
+            f"It changed meanwhile (version {current}, not {expected}); reload it."
+        )
 
 
 def full_name(first_name: str, last_name: str) -> str:
@@ -240,6 +256,11 @@ def full_name(first_name: str, last_name: str) -> str:
 
 def check_email(email: str, field: str = "email") -> dict[str, list[str]]:
     return {} if valid_email(email) else {field: ["Not a valid email address."]}
+
+
+def default_notify_by(email: str | None, phone: str | None) -> str:
+    """When none is chosen: by email if there is one, else by SMS if there is a phone."""
+    return "email" if email else "sms" if phone else "none"
 
 
 def check_unit(make: str, model: str, serial: str, fleet_number: str) -> dict[str, list[str]]:
@@ -256,8 +277,9 @@ def check_unit_ids(requested: Iterable[str], customer_units: Iterable[str]) -> d
     return {}
 
 
-def check_self_change(actor: Actor, target_id: str, roles: Iterable[str] | None,
-                      active: bool | None) -> dict[str, list[str]]:
+def check_self_change(
+    actor: Actor, target_id: str, roles: Iterable[str] | None, active: bool | None
+) -> dict[str, list[str]]:
     """An admin cannot lock themselves out: keep your own admin role and stay active."""
     if actor.id != target_id:
         return {}
@@ -281,6 +303,16 @@ def narrows_units(old: Iterable[str] | None, new: Iterable[str] | None) -> bool:
     return old is None or bool(set(old) - set(new))
 
 
+def revoke_reason(*, disabled: bool, narrowed: bool, password: bool) -> str | None:
+    """Why a change ends a subject's sessions at once, if it does. Access tokens carry
+    roles, permissions and units, so taking any away must not wait for them to expire."""
+    if disabled:
+        return "subject_disabled"
+    if narrowed:
+        return "access_changed"
+    return "password_changed" if password else None
+
+
 # --- tenant settings -------------------------------------------------------------------
 DEFAULT_FEATURES: Mapping[str, bool] = MappingProxyType({f: True for f in TENANT_FEATURES})
 
@@ -297,8 +329,9 @@ def default_settings() -> dict[str, Any]:
     }
 
 
-def effective_features(stored: Mapping[str, Any] | None,
-                       changes: Mapping[str, bool] | None = None) -> dict[str, bool]:
+def effective_features(
+    stored: Mapping[str, Any] | None, changes: Mapping[str, bool] | None = None
+) -> dict[str, bool]:
     """Every known feature with its value: defaults, then stored, then ``changes``."""
     out = dict(DEFAULT_FEATURES)
     for source in (stored or {}, changes or {}):
@@ -311,18 +344,16 @@ def clean_reason_codes(codes: Iterable[str]) -> list[str]:
     out = list(dict.fromkeys(c.strip() for c in codes))
     bad = [c for c in out if not 1 <= len(c) <= 64]
     if bad:
-        raise ValidationFailed("Some reason codes are not valid.",
-                               {"reason_codes": ["Each reason code needs 1 to 64 characters."]})
+        raise ValidationFailed(
+            "Some reason codes are not valid.",
+            {"reason_codes": ["Each reason code needs 1 to 64 characters."]},
+        )
     if len(out) > MAX_REASON_CODES:
-        raise ValidationFailed("Too many reason codes.",
-                               {"reason_codes": [f"At most {MAX_REASON_CODES} reason codes."]})
+        raise ValidationFailed(
+            "Too many reason codes.",
+            {"reason_codes": [f"At most {MAX_REASON_CODES} reason codes."]},
+        )
     return out
-
-
-def check_currency(code: str) -> dict[str, list[str]]:
-    if CURRENCY_RE.match(code):
-        return {}
-    return {"currency": ["An ISO 4217 code: three uppercase letters, e.g. USD."]}
 
 
 # --- what waits for a customer -----------------------------------------------------------

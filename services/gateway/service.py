@@ -12,11 +12,12 @@ from nameko.web.handlers import http
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from kit.blobs import Blobs
 from kit.context import RequestContext, new_request_id
 from kit.health import HealthEndpoints
 from kit.observability import Metrics
 from kit.providers import Database, Rpc
-from services.gateway import api_auth, api_directory, api_quotes  # noqa: F401 - registers routes
+from services.gateway import api_auth, api_directory, api_notify, api_quotes, api_staff  # noqa: F401
 from services.gateway.auth import Authenticator
 from services.gateway.models import metadata
 from services.gateway.openapi import openapi_document
@@ -42,7 +43,9 @@ class GatewayService(HealthEndpoints):
     db = Database("gateway", metadata)
     ctx = RequestContext()
     quotes = Rpc("quotes")
+    notify = Rpc("notify")
     auth = Authenticator()
+    blobs = Blobs()
     metrics = Metrics()
 
     @http("GET", "/api/v1/openapi.json")

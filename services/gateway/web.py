@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import BadRequest, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -137,6 +137,10 @@ def error_response(exc: BaseException) -> Response:
         return problem_response("not_found", "No such resource.")
     if isinstance(exc, MethodNotAllowed):
         return problem_response("method_not_allowed", "Method not allowed on this resource.")
+    if isinstance(exc, RequestEntityTooLarge):
+        return problem_response("payload_too_large", "The request body is too large.")
+    if isinstance(exc, BadRequest):  # werkzeug's parsing errors, e.g. ClientDisconnected
+        return problem_response("malformed_request", "The request could not be read.")
     log.exception("unhandled error in gateway", exc_info=exc)
     return problem_response("internal_error", "Something went wrong on our side.")
 

@@ -118,9 +118,7 @@ class Delivery(TenantScoped, Base):
         DateTime(timezone=True), default=utcnow, server_default=text("now()")
     )
     __table_args__ = (
-        CheckConstraint(
-            "status in ('pending', 'sending', 'sent', 'failed')", name="status"
-        ),
+        CheckConstraint("status in ('pending', 'sending', 'sent', 'failed')", name="status"),
         CheckConstraint("channel in ('email', 'sms')", name="channel"),
         CheckConstraint("recipient_kind in ('contact', 'staff')", name="recipient_kind"),
         Index("ix_deliveries_list", "tenant_id", "created_at", "id"),

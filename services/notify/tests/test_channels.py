@@ -246,6 +246,23 @@ def test_tenant_override_takes_precedence_over_files():
     assert ("tenant-2", "quote_request.approved", "subject") in overrides.calls
 
 
+def test_with_overrides_binds_a_lookup_and_leaves_the_original_alone():
+    base = Renderer(TEMPLATES)
+    bound = base.with_overrides(
+        lambda _tenant, _event, part: "Bound {{ data.number }}" if part == "subject" else None
+    )
+    event = make_event("quote_request.approved")
+    assert bound.render(event, CONTACT, tenant_name="Acme", portal_base=PORTAL).subject == (
+        "Bound Q-000123"
+    )
+    assert base.render(event, CONTACT, tenant_name="Acme", portal_base=PORTAL).subject == (
+        "Quote Q-000123 approved - thank you"
+    )
+    assert bound.with_overrides(None).render(
+        event, CONTACT, tenant_name="Acme", portal_base=PORTAL
+    ).subject == ("Quote Q-000123 approved - thank you")
+
+
 def test_tenant_default_override_applies_to_events_without_own_template():
     overrides = Overrides({("tenant-1", "default", "sms"): "Acme news: {{ event.type }}"})
     renderer = Renderer(TEMPLATES, overrides)

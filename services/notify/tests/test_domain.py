@@ -1,18 +1,27 @@
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
 from services.notify.domain import (
+    CHANNELS,
+    DELIVERY_STATUSES,
+    ERROR_MAX_CHARS,
     MAX_ATTEMPTS,
     NOTIFICATION_RULES,
     QUOTE_EVENT_TYPES,
     Recipient,
+    Settlement,
+    abandoned_lease_error,
+    address_for,
     backoff_seconds,
     channels_for,
     delivery_key,
     next_status,
     notifying_event_types,
+    parse_occurred_at,
     plan_deliveries,
+    settle,
 )
 
 ALICE = Recipient("contact", "c-alice", "Alice", email="alice@cust.test", notify_by="email")
@@ -271,3 +280,73 @@ def test_delivery_key_is_not_ambiguous_about_field_boundaries():
 def test_delivery_key_rejects_bad_input(event_id, recipient_id, channel):
     with pytest.raises(ValueError):
         delivery_key(event_id, recipient_id, channel)
+
+
+# ------------------------------------------------------------ delivery lifecycle
+
+
+def test_settle_sent():
+    assert settle(1) == Settlement("sent")
+    assert settle(MAX_ATTEMPTS) == Settlement("sent")
+
+
+def test_settle_transient_failure_is_retried_with_backoff_until_the_last_attempt():
+    for attempt in range(1, MAX_ATTEMPTS):
+        outcome = settle(attempt, "SMTP down")
+        assert outcome == Settlement("pending", backoff_seconds(attempt), "SMTP down")
+    assert settle(MAX_ATTEMPTS, "SMTP down") == Settlement("failed", None, "SMTP down")
+
+
+def test_settle_permanent_failure_fails_at_once():
+    assert settle(1, "550 no such user", transient=False) == Settlement(
+        "failed", None, "550 no such user"
+    )
+
+
+def test_settle_truncates_long_errors_and_names_empty_ones():
+    assert settle(1, "x" * 5000).error == "x" * ERROR_MAX_CHARS
+    assert settle(1, "").error == "unknown error"
+
+
+def test_settle_rejects_attempt_zero():
+    with pytest.raises(ValueError):
+        settle(0)
+
+
+def test_abandoned_lease_error_names_the_attempt():
+    assert abandoned_lease_error(6) == "sender lost the lease on attempt 6 of 6; giving up"
+
+
+def test_address_for():
+    assert address_for(BOB, "email") == "bob@cust.test"
+    assert address_for(BOB, "sms") == "+15550001"
+    with pytest.raises(ValueError):
+        address_for(ALICE, "sms")
+    with pytest.raises(ValueError):
+        address_for(ALICE, "fax")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2030-01-02T03:04:05.123456Z", datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+        ("2030-01-02T05:04:05+02:00", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2030-01-02T03:04:05", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ],
+)
+def test_parse_occurred_at(raw, expected):
+    parsed = parse_occurred_at(raw)
+    assert parsed == expected and parsed.tzinfo is not None
+
+
+@pytest.mark.parametrize("raw", ["yesterday", "", None])
+def test_parse_occurred_at_rejects_garbage(raw):
+    with pytest.raises(ValueError):
+        parse_occurred_at(raw)
+
+
+def test_the_delivery_contract_agrees_with_the_domain():
+    from contracts import notify
+
+    assert notify.DELIVERY_STATUSES == DELIVERY_STATUSES
+    assert notify.CHANNELS == CHANNELS

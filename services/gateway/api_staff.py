@@ -1,0 +1,308 @@
+"""Staff accounts and roles, tenant settings, previewing the portal as a customer, and
+what waits for a portal user's action."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+from sqlalchemy import any_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from kit.context import STAFF_ROLES
+from kit.db import new_id
+from services.gateway import domain
+from services.gateway.api_auth import TokenResponse
+from services.gateway.api_directory import (
+    Text,
+    apply,
+    claim_email,
+    features_field,
+    fetch,
+    flush_unique,
+    list_page,
+    pick,
+)
+from services.gateway.auth import AuthCore
+from services.gateway.models import Customer, StaffUser, Tenant, TenantSettings
+from services.gateway.tokens import hash_password
+from services.gateway.web import STAFF, Call, PageQuery, expected_version, route
+
+Str = fields.String
+
+
+# --- staff users ---------------------------------------------------------------------------
+class StaffUserSchema(Schema):
+    id = fields.UUID(required=True)
+    email = Str(required=True)
+    first_name = Str(required=True)
+    last_name = Str(required=True)
+    time_zone = Str(required=True)
+    roles = fields.List(Str(validate=validate.OneOf(STAFF_ROLES)), required=True)
+    active = fields.Boolean(required=True)
+    version = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class UserQuery(PageQuery):
+    role = Str(validate=validate.OneOf(STAFF_ROLES))
+    active = fields.Boolean()
+
+
+class UserFields(Schema):
+    first_name = Text(validate=validate.Length(min=1, max=100))
+    last_name = Text(validate=validate.Length(min=1, max=100))
+    time_zone = Str(validate=validate.Length(min=1, max=64))
+    roles = fields.List(Str(validate=validate.Length(max=32)), validate=validate.Length(max=10))
+    active = fields.Boolean()
+    password = Str(load_only=True, validate=validate.Length(min=12, max=1024))
+
+
+class UserCreate(UserFields):
+    email = Text(required=True, validate=validate.Length(min=3, max=320))
+    first_name = Text(required=True, validate=validate.Length(min=1, max=100))
+    last_name = Text(required=True, validate=validate.Length(min=1, max=100))
+    roles = fields.List(
+        Str(validate=validate.Length(max=32)),
+        required=True,
+        validate=validate.Length(min=1, max=10),
+    )
+    password = Str(required=True, load_only=True, validate=validate.Length(min=12, max=1024))
+
+
+class UserPatch(UserFields):
+    version = fields.Integer(validate=validate.Range(min=1))
+
+
+def _user_event(uow: Any, event: str, user: StaffUser) -> None:
+    uow.emit(
+        event,
+        {
+            "id": user.id,
+            "name": domain.full_name(user.first_name, user.last_name),
+            "email": user.email,
+            "roles": list(user.roles),
+            "active": user.active,
+        },
+    )
+
+
+def _user_values(body: dict[str, Any]) -> dict[str, Any]:
+    values = pick(body, "first_name", "last_name", "time_zone", "active")
+    domain.raise_if(domain.check_person(None, None, values.get("time_zone")))
+    if "roles" in body:
+        values["roles"] = domain.check_roles(body["roles"])
+    if "password" in body:
+        values["password_hash"] = hash_password(body["password"])
+    return values
+
+
+@route(
+    "GET",
+    "/users",
+    callers=STAFF,
+    summary="List staff accounts (admin)",
+    tag="staff",
+    query=UserQuery,
+    response=StaffUserSchema,
+    many=True,
+)
+def list_users(call: Call) -> Any:
+    domain.require_staff(call.require_actor(), "admin")
+    stmt = select(StaffUser)
+    if "role" in call.query:
+        stmt = stmt.where(call.query["role"] == any_(StaffUser.roles))
+    if "active" in call.query:
+        stmt = stmt.where(StaffUser.active.is_(call.query["active"]))
+    with call.gw.db.unit_of_work() as uow:
+        return list_page(uow, stmt, StaffUser, call.query)
+
+
+@route(
+    "POST",
+    "/users",
+    callers=STAFF,
+    summary="Create a staff account (admin)",
+    tag="staff",
+    body=UserCreate,
+    response=StaffUserSchema,
+    status=201,
+)
+def create_user(call: Call) -> Any:
+    domain.require_staff(call.require_actor(), "admin")
+    values = {"time_zone": "UTC", "active": True, **_user_values(call.body)}
+    with call.gw.db.unit_of_work() as uow:
+        user = StaffUser(email=claim_email(uow, call.body["email"]), **values)
+        uow.session.add(user)
+        flush_unique(uow)
+        _user_event(uow, "directory.staff_user.created", user)
+        return user
+
+
+@route(
+    "PATCH",
+    "/users/{id}",
+    callers=STAFF,
+    summary="Change a staff account (admin); deactivating or demoting ends its sessions",
+    tag="staff",
+    body=UserPatch,
+    response=StaffUserSchema,
+)
+def patch_user(call: Call) -> Any:
+    actor = call.require_actor()
+    domain.require_staff(actor, "admin")
+    values = _user_values(call.body)
+    with call.gw.db.unit_of_work() as uow:
+        user = fetch(uow, StaffUser, call.path["id"], lock=True)
+        domain.check_version(user.version, expected_version(call))
+        domain.raise_if(
+            domain.check_self_change(actor, user.id, values.get("roles"), values.get("active"))
+        )
+        reason = domain.revoke_reason(
+            disabled=user.active and values.get("active") is False,
+            narrowed="roles" in values and domain.narrows(user.roles, values["roles"]),
+            password="password_hash" in values,
+        )
+        if apply(user, values):
+            user.version += 1
+            _user_event(uow, "directory.staff_user.updated", user)
+        if reason:
+            # An admin changing their own password stays signed in here, nowhere else.
+            keep = call.claims.get("sid") if user.id == actor.id else None
+            AuthCore.revoke_subject(uow.session, user.id, reason, keep_session=keep)
+        return user
+
+
+# --- tenant settings -----------------------------------------------------------------------
+class SettingsSchema(Schema):
+    features = features_field(required=True)
+    approval_terms = Str(required=True)
+    work_order_token_hours = fields.Integer(required=True)
+    tax_rate_bp = fields.Integer(required=True, metadata={"description": "Basis points"})
+    currency = Str(required=True)
+    reason_codes = fields.List(Str(), required=True)
+    version = fields.Integer(required=True)
+
+
+class SettingsPatch(Schema):
+    features = features_field(metadata={"description": "Merged into the current map"})
+    approval_terms = Str(validate=validate.Length(max=20000))
+    work_order_token_hours = fields.Integer(validate=validate.Range(min=1, max=720))
+    tax_rate_bp = fields.Integer(
+        validate=validate.Range(min=0, max=10000),
+        metadata={"description": "Basis points: 825 is 8.25 %"},
+    )
+    currency = Str(validate=validate.Regexp(domain.CURRENCY_RE, error="ISO 4217, e.g. USD"))
+    reason_codes = fields.List(
+        Str(validate=validate.Length(min=1, max=64)),
+        validate=validate.Length(max=domain.MAX_REASON_CODES),
+    )
+    version = fields.Integer(validate=validate.Range(min=1))
+
+
+SETTINGS_FIELDS = ("approval_terms", "work_order_token_hours", "tax_rate_bp", "currency")
+
+
+def _settings(uow: Any, lock: bool = False) -> TenantSettings:
+    """The tenant's settings row, created with the defaults the first time it is needed."""
+    stmt = select(TenantSettings).limit(1)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = uow.session.scalars(stmt).first()
+    if row is None:
+        # Two first requests at once: one inserts, the other finds its row.
+        uow.session.execute(
+            pg_insert(TenantSettings)
+            .values(id=new_id(), tenant_id=uow.tenant_id, version=1, **domain.default_settings())
+            .on_conflict_do_nothing(index_elements=["tenant_id"])
+        )
+        row = uow.session.scalars(stmt).one()
+    return row
+
+
+def _settings_out(row: TenantSettings) -> dict[str, Any]:
+    out = {k: getattr(row, k) for k in (*SETTINGS_FIELDS, "reason_codes", "version")}
+    return {**out, "features": domain.effective_features(row.features)}
+
+
+@route(
+    "GET",
+    "/settings",
+    callers=STAFF,
+    summary="The shop's settings",
+    tag="settings",
+    response=SettingsSchema,
+)
+def get_settings(call: Call) -> Any:
+    with call.gw.db.unit_of_work() as uow:
+        return _settings_out(_settings(uow))
+
+
+@route(
+    "PATCH",
+    "/settings",
+    callers=STAFF,
+    summary="Change the shop's settings (admin)",
+    tag="settings",
+    body=SettingsPatch,
+    response=SettingsSchema,
+)
+def patch_settings(call: Call) -> Any:
+    domain.require_staff(call.require_actor(), "admin")
+    b = call.body
+    changes = pick(b, *SETTINGS_FIELDS)
+    if "reason_codes" in b:
+        changes["reason_codes"] = domain.clean_reason_codes(b["reason_codes"])
+    with call.gw.db.unit_of_work() as uow:
+        row = _settings(uow, lock=True)
+        domain.check_version(row.version, expected_version(call))
+        if "features" in b:
+            changes["features"] = domain.effective_features(row.features, b["features"])
+        if apply(row, changes):
+            row.version += 1
+            tenant = uow.session.get(Tenant, uow.tenant_id)
+            uow.emit(
+                "directory.tenant.updated",
+                {"id": tenant.id, "slug": tenant.slug, "name": tenant.name},
+            )
+        return _settings_out(row)
+
+
+# --- preview and action required -----------------------------------------------------------
+@route(
+    "POST",
+    "/customers/{id}/preview",
+    callers=STAFF,
+    summary="A short-lived read-only token showing the portal as this customer sees it",
+    tag="directory",
+    response=TokenResponse,
+)
+def preview(call: Call) -> Any:
+    actor = call.require_actor()
+    with call.gw.db.unit_of_work() as uow:
+        customer_id = fetch(uow, Customer, call.path["id"]).id
+    return call.gw.auth.core.preview(call.gw.db.core, actor, customer_id)
+
+
+class ActionItemSchema(Schema):
+    kind = Str(required=True, validate=validate.OneOf(["quote_approval"]))
+    id = fields.UUID(required=True)
+    title = Str(required=True)
+    created_at = fields.DateTime(required=True)
+    link = Str(required=True, metadata={"description": "Path of the resource, under /api/v1"})
+
+
+@route(
+    "GET",
+    "/action-required",
+    callers=("portal", "token"),
+    summary="What waits for this caller, newest first",
+    tag="portal",
+    response=ActionItemSchema,
+    many=True,
+    errors=(503,),
+)
+def action_required(call: Call) -> Any:
+    # The quotes service narrows the list to the caller's customer, units or work order.
+    reply = call.gw.quotes.list_quote_requests({"status": "customer_approval_needed", "limit": 50})
+    return {"items": domain.action_items(reply["items"]), "next_cursor": None}

@@ -1,0 +1,600 @@
+"""The notify service's handler, sender and sweep against a real PostgreSQL.
+
+A scratch database gets the notify migrations; the code under test connects as
+``portico_notify`` so row-level security applies. Email goes to a DevMailServer on a
+free port, SMS to the file sender. No broker is involved: the nameko entrypoints are
+thin wrappers over the functions exercised here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from nameko.testing.services import worker_factory
+from sqlalchemy import create_engine, select, text
+
+from contracts.events import make_envelope, parse_envelope
+from kit.config import with_database, with_user
+from kit.context import ACTOR_KEY, Actor, Context
+from kit.db import DatabaseCore, sa_url
+from kit.errors import Forbidden, ValidationFailed
+from kit.migrate import ensure_database, upgrade
+from kit.providers import WorkerDb
+from portico.devmail import DevMailServer
+from services.notify import domain
+from services.notify.channels import (
+    DELIVERY_KEY_HEADER,
+    EVENT_ID_HEADER,
+    FileSmsSender,
+    Renderer,
+    SmtpSender,
+)
+from services.notify.models import Contact, TemplateOverride, Tenant, metadata
+from services.notify.sending import Senders, claim, deliver, sweep
+from services.notify.service import (
+    HANDLER,
+    TEMPLATE_DIR,
+    Channels,
+    NotifyService,
+    UnsupportedEventVersion,
+    delivery_page,
+    handle_event,
+)
+
+SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PORTAL = "https://portal.test"
+FROM = "Portico <no-reply@portico.test>"
+
+
+# ------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def admin_url():
+    name = f"portico_t_{uuid.uuid4().hex[:12]}"
+    url = with_database(SERVER_URL, name)
+    ensure_database(url)
+    try:
+        upgrade("notify", url)
+        yield url
+    finally:
+        server = create_engine(sa_url(SERVER_URL), isolation_level="AUTOCOMMIT")
+        with server.connect() as conn:
+            conn.execute(
+                text(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where datname = :d and pid <> pg_backend_pid()"
+                ),
+                {"d": name},
+            )
+            conn.execute(text(f'drop database if exists "{name}"'))
+        server.dispose()
+
+
+@pytest.fixture(scope="module")
+def core(admin_url):
+    core = DatabaseCore(with_user(admin_url, "portico_notify"), metadata, pool_size=2)
+    yield core
+    core.dispose()
+
+
+@pytest.fixture(scope="module")
+def admin(admin_url):
+    """Superuser connection: simulates time passing and crashes, bypassing RLS."""
+    engine = create_engine(sa_url(admin_url), isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_deliveries(admin):
+    # The sweep works across tenants: start each test without other tests' rows.
+    with admin.connect() as conn:
+        conn.execute(text("truncate notify.deliveries"))
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer(TEMPLATE_DIR, strict=True)
+
+
+@pytest.fixture
+def mail(tmp_path):
+    with DevMailServer("127.0.0.1", 0, tmp_path / "mail") as server:
+        yield server
+
+
+@pytest.fixture
+def senders(mail, tmp_path):
+    return Senders(
+        email=SmtpSender("127.0.0.1", mail.port, FROM, timeout=5),
+        sms=FileSmsSender(tmp_path / "sms"),
+    )
+
+
+@pytest.fixture
+def broken_senders(tmp_path):
+    return Senders(
+        email=SmtpSender("127.0.0.1", closed_port(), FROM, timeout=2),
+        sms=FileSmsSender(tmp_path / "sms"),
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def event(kind, data, tenant, *, actor=None, occurred_at=None):
+    envelope = make_envelope(
+        kind,
+        data,
+        tenant_id=tenant,
+        actor=actor or {"kind": "system", "id": "system", "name": "Portico"},
+        correlation_id=None,
+        causation_id=None,
+    )
+    if occurred_at is not None:
+        envelope["occurred_at"] = iso(occurred_at)
+    return parse_envelope(envelope)
+
+
+def contact(customer_id, name, *, email=None, phone=None, notify_by="email", cid=None):
+    return {
+        "id": cid or str(uuid.uuid4()),
+        "customer_id": customer_id,
+        "name": name,
+        "email": email,
+        "phone": phone,
+        "notify_by": notify_by,
+        "is_team_manager": False,
+    }
+
+
+class Shop:
+    """One tenant with a customer, three contacts and a staff member."""
+
+    def __init__(self, core, renderer, name="Acme Motors"):
+        self.core = core
+        self.renderer = renderer
+        self.tenant = str(uuid.uuid4())
+        self.customer = str(uuid.uuid4())
+        self.staff_id = str(uuid.uuid4())
+        self.alice = contact(self.customer, "Alice", email="alice@cust.test")
+        self.bob = contact(
+            self.customer, "Bob", email="bob@cust.test", phone="+15550001", notify_by="both"
+        )
+        self.carol = contact(self.customer, "Carol", email="carol@cust.test", notify_by="none")
+        self.handle(
+            event(
+                "directory.tenant.created",
+                {"id": self.tenant, "slug": "acme", "name": name},
+                self.tenant,
+            )
+        )
+        self.handle(
+            event(
+                "directory.customer.created", {"id": self.customer, "name": "Fleet Co"}, self.tenant
+            )
+        )
+        for person in (self.alice, self.bob, self.carol):
+            self.handle(event("directory.contact.created", person, self.tenant))
+        staff = {
+            "id": self.staff_id,
+            "name": "Sam",
+            "email": "sam@shop.test",
+            "roles": ["advisor"],
+            "active": True,
+        }
+        self.handle(event("directory.staff_user.created", staff, self.tenant))
+
+    def handle(self, envelope):
+        return handle_event(self.core, self.renderer, envelope, portal_base=PORTAL)
+
+    def quote_event(self, kind="quote_request.approval_requested", customer=None, **extra):
+        data = {
+            "quote_request_id": str(uuid.uuid4()),
+            "number": "Q-000042",
+            "customer_id": customer or self.customer,
+            "status": "customer_approval_needed",
+            "description": "Brakes squeal",
+            "created_by": self.staff_id,
+            "created_by_customer": False,
+            "visible_to_customer": True,
+            "version": 3,
+            **extra,
+        }
+        actor = {"kind": "staff", "id": self.staff_id, "name": "Sam"}
+        return event(kind, data, self.tenant, actor=actor)
+
+    def staff_actor(self, **kwargs):
+        return Actor(
+            kind="staff", id=self.staff_id, tenant_id=self.tenant, roles=("advisor",), **kwargs
+        )
+
+
+def rows(admin, where="true", **params):
+    with admin.connect() as conn:
+        return conn.execute(
+            text(f"select * from notify.deliveries where {where} order by address, channel"),
+            params,
+        ).all()
+
+
+def rcpt_to(message) -> str:
+    return str(message["X-Devmail-Rcpt-To"])
+
+
+def sms_lines(tmp_path):
+    path = tmp_path / "sms" / "sms.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_directory_events_create_local_copies(core, renderer):
+    shop = Shop(core, renderer)
+    with core.unit_of_work(tenant_id=shop.tenant) as uow:
+        contacts = {c.name: c for c in uow.session.scalars(select(Contact))}
+        tenant = uow.session.scalars(select(Tenant)).one()
+    assert set(contacts) == {"Alice", "Bob", "Carol"}
+    bob = contacts["Bob"]
+    assert (bob.id, bob.customer_id, bob.email, bob.phone, bob.notify_by) == (
+        shop.bob["id"],
+        shop.customer,
+        "bob@cust.test",
+        "+15550001",
+        "both",
+    )
+    assert (tenant.id, tenant.tenant_id, tenant.name) == (shop.tenant, shop.tenant, "Acme Motors")
+
+
+def test_directory_updates_are_order_tolerant(core, renderer, admin):
+    shop = Shop(core, renderer)
+    cid = str(uuid.uuid4())
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    newer = contact(shop.customer, "Dana New", email="new@cust.test", notify_by="both", cid=cid)
+    older = contact(shop.customer, "Dana Old", email="old@cust.test", cid=cid)
+    # the update overtakes the create on the way in
+    shop.handle(event("directory.contact.updated", newer, shop.tenant, occurred_at=t0))
+    shop.handle(
+        event("directory.contact.created", older, shop.tenant, occurred_at=t0 - timedelta(1))
+    )
+    with admin.connect() as conn:
+        row = conn.execute(text("select * from notify.contacts where id = :i"), {"i": cid}).one()
+    assert (row.name, row.email, row.notify_by) == ("Dana New", "new@cust.test", "both")
+    latest = {**newer, "name": "Dana Latest"}
+    shop.handle(
+        event("directory.contact.updated", latest, shop.tenant, occurred_at=t0 + timedelta(1))
+    )
+    with admin.connect() as conn:
+        name = conn.execute(
+            text("select name from notify.contacts where id = :i"), {"i": cid}
+        ).scalar_one()
+    assert name == "Dana Latest"
+
+
+def test_approval_requested_is_delivered_to_each_contact_channel(
+    core, renderer, senders, mail, admin, tmp_path
+):
+    shop = Shop(core, renderer)
+    envelope = shop.quote_event()
+    ids = shop.handle(envelope)
+    planned = rows(admin)
+    assert {(r.address, r.channel) for r in planned} == {
+        ("alice@cust.test", "email"),
+        ("bob@cust.test", "email"),
+        ("+15550001", "sms"),
+    }
+    assert sorted(ids) == sorted(str(r.id) for r in planned)
+    assert {r.status for r in planned} == {"pending"}
+    assert all(
+        r.delivery_key == domain.delivery_key(envelope["id"], str(r.recipient_id), r.channel)
+        for r in planned
+    )
+
+    assert deliver(core, senders, ids) == {"sent": 3}
+
+    messages = mail.messages()
+    assert sorted(rcpt_to(m) for m in messages) == ["alice@cust.test", "bob@cust.test"]
+    assert sorted(str(m["To"]) for m in messages) == ["alice@cust.test", "bob@cust.test"]
+    for message in messages:
+        assert message[EVENT_ID_HEADER] == envelope["id"]
+        assert message["Subject"] == "Your quote Q-000042 from Acme Motors is ready for approval"
+    keys = {r.address: r.delivery_key for r in rows(admin)}
+    assert {m[DELIVERY_KEY_HEADER] for m in messages} == {
+        keys["alice@cust.test"],
+        keys["bob@cust.test"],
+    }
+    [sms] = sms_lines(tmp_path)
+    assert sms["to"] == "+15550001"
+    assert "Q-000042" in sms["body"] and sms["reference"] == keys["+15550001"]
+    done = rows(admin)
+    assert {(r.status, r.attempts) for r in done} == {("sent", 1)}
+    assert all(r.sent_at is not None and r.provider_message_id for r in done)
+
+
+def test_the_same_event_twice_delivers_once(core, renderer, senders, mail, admin):
+    shop = Shop(core, renderer)
+    envelope = shop.quote_event()
+    deliver(core, senders, shop.handle(envelope))
+    assert len(mail.messages()) == 2
+
+    assert shop.handle(envelope) == []
+    assert deliver(core, senders, [str(r.id) for r in rows(admin)]) == {}
+    assert sweep(core, senders) == {"claimed": 0}
+    # even if the processed-events record were lost, the delivery key holds
+    with admin.connect() as conn:
+        conn.execute(
+            text("delete from notify.processed_events where handler = :h and event_id = :e"),
+            {"h": HANDLER, "e": envelope["id"]},
+        )
+    assert shop.handle(envelope) == []
+    assert len(rows(admin)) == 3
+    assert len(mail.messages()) == 2
+
+
+def test_transient_smtp_failure_is_retried_by_the_sweep(
+    core, renderer, senders, broken_senders, mail, admin
+):
+    shop = Shop(core, renderer)
+    ids = shop.handle(shop.quote_event())
+    assert deliver(core, broken_senders, ids) == {"pending": 2, "sent": 1}  # sms went out
+
+    with admin.connect() as conn:
+        now = conn.execute(text("select now()")).scalar_one()
+    waiting = rows(admin, "channel = 'email'")
+    assert len(waiting) == 2
+    for row in waiting:
+        assert (row.status, row.attempts, row.lease_until) == ("pending", 1, None)
+        assert row.next_attempt_at > now
+        assert "unavailable" in row.last_error
+
+    assert sweep(core, senders) == {"claimed": 0}  # not due yet
+    assert mail.messages() == []
+
+    with admin.connect() as conn:  # time passes
+        conn.execute(
+            text("update notify.deliveries set next_attempt_at = now() - interval '1 second'")
+        )
+    assert sweep(core, senders) == {"claimed": 2, "sent": 2}
+    assert sorted(rcpt_to(m) for m in mail.messages()) == ["alice@cust.test", "bob@cust.test"]
+    assert {(r.status, r.attempts) for r in rows(admin, "channel = 'email'")} == {("sent", 2)}
+
+
+def test_a_claim_whose_lease_expired_is_sent_by_the_sweep(core, renderer, senders, mail, admin):
+    shop = Shop(core, renderer)
+    ids = shop.handle(shop.quote_event())
+    claimed = claim(core, ids)  # ...and the sender is killed before handing anything over
+    assert len(claimed) == 3
+    assert {(r.status, r.attempts) for r in rows(admin)} == {("sending", 1)}
+
+    assert claim(core, ids) == []  # the lease protects it from a second sender
+    assert sweep(core, senders) == {"claimed": 0}
+    assert mail.messages() == []
+
+    with admin.connect() as conn:  # the lease runs out
+        conn.execute(text("update notify.deliveries set lease_until = now() - interval '1 second'"))
+    assert sweep(core, senders) == {"claimed": 3, "sent": 3}
+    assert sorted(rcpt_to(m) for m in mail.messages()) == ["alice@cust.test", "bob@cust.test"]
+    assert {(r.status, r.attempts) for r in rows(admin)} == {("sent", 2)}
+
+
+def test_a_lease_lost_on_the_last_attempt_fails_the_delivery(core, renderer, senders, admin):
+    shop = Shop(core, renderer)
+    ids = shop.handle(shop.quote_event())
+    claim(core, ids)
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "update notify.deliveries set attempts = :n,"
+                " lease_until = now() - interval '1 second'"
+            ),
+            {"n": domain.MAX_ATTEMPTS},
+        )
+    assert sweep(core, senders) == {"failed": 3, "claimed": 0}
+    assert {r.status for r in rows(admin)} == {"failed"}
+    assert all("giving up" in r.last_error for r in rows(admin))
+
+
+def test_an_address_the_channel_rejects_fails_permanently(core, renderer, senders, mail, admin):
+    shop = Shop(core, renderer)
+    customer = str(uuid.uuid4())
+    shop.handle(
+        event(
+            "directory.contact.created",
+            contact(customer, "Eve", email="not-an-address"),
+            shop.tenant,
+        )
+    )
+    ids = shop.handle(shop.quote_event(customer=customer))
+    assert deliver(core, senders, ids) == {"failed": 1}
+    [row] = rows(admin)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "invalid" in row.last_error
+    assert mail.messages() == []
+
+
+def test_a_contact_who_wants_no_notifications_gets_nothing(core, renderer, senders, mail, admin):
+    shop = Shop(core, renderer)
+    customer = str(uuid.uuid4())
+    quiet = contact(customer, "Quinn", email="quinn@cust.test", phone="+1555", notify_by="none")
+    shop.handle(event("directory.contact.created", quiet, shop.tenant))
+    assert shop.handle(shop.quote_event(customer=customer)) == []
+    assert rows(admin) == []
+    assert sweep(core, senders) == {"claimed": 0}
+    assert mail.messages() == []
+
+
+def test_the_tenant_template_override_is_used(core, renderer, senders, mail, admin):
+    shop = Shop(core, renderer)
+    with core.unit_of_work(tenant_id=shop.tenant) as uow:
+        uow.session.add(
+            TemplateOverride(
+                event_type="quote_request.approval_requested",
+                part="subject",
+                source="{{ tenant_name }} says: {{ data.number }} needs you",
+            )
+        )
+    other = Shop(core, renderer, name="Other Garage")
+    deliver(core, senders, shop.handle(shop.quote_event()))
+    deliver(core, senders, other.handle(other.quote_event()))
+    subjects = sorted({str(m["Subject"]) for m in mail.messages()})
+    assert subjects == [
+        "Acme Motors says: Q-000042 needs you",
+        "Your quote Q-000042 from Other Garage is ready for approval",
+    ]
+
+
+def test_tenant_a_cannot_see_tenant_b_rows(core, renderer, admin):
+    a = Shop(core, renderer)
+    b = Shop(core, renderer)
+    a.handle(a.quote_event())
+    b.handle(b.quote_event())
+    with core.unit_of_work(tenant_id=a.tenant) as uow:
+        # raw SQL bypasses the ORM's scoping: only row-level security stands in the way
+        raw_contacts = uow.session.execute(text("select tenant_id from notify.contacts")).all()
+        raw_deliveries = uow.session.execute(text("select tenant_id from notify.deliveries")).all()
+        orm_ids = set(uow.session.scalars(select(Contact.id)))
+    assert {str(r.tenant_id) for r in raw_contacts} == {a.tenant}
+    assert {str(r.tenant_id) for r in raw_deliveries} == {a.tenant}
+    assert b.bob["id"] not in orm_ids and a.bob["id"] in orm_ids
+    with core.unit_of_work(system=True) as uow:
+        # the sweep's system view reaches every tenant's deliveries, never their contacts
+        everyone = uow.session.scalars(text("select tenant_id from notify.deliveries"))
+        tenants = {str(t) for t in everyone}
+        assert uow.session.execute(text("select count(*) from notify.contacts")).scalar() == 0
+    assert tenants == {a.tenant, b.tenant}
+
+
+def test_delivery_log_for_staff(core, renderer, senders, admin):
+    shop = Shop(core, renderer)
+    other = Shop(core, renderer)
+    envelope = shop.quote_event()
+    deliver(core, senders, shop.handle(envelope))
+    other.handle(other.quote_event())
+    actor = shop.staff_actor()
+
+    def page(query):
+        with core.unit_of_work(actor) as uow:
+            return delivery_page(uow, actor, query)
+
+    everything = page({})
+    assert len(everything["items"]) == 3 and everything["next_cursor"] is None
+    item = next(i for i in everything["items"] if i["channel"] == "sms")
+    assert item["event_id"] == envelope["id"]
+    assert item["event_type"] == "quote_request.approval_requested"
+    assert (item["recipient_kind"], item["recipient_id"]) == ("contact", shop.bob["id"])
+    assert (item["address"], item["status"], item["attempts"]) == ("+15550001", "sent", 1)
+    assert datetime.fromisoformat(item["sent_at"]) and datetime.fromisoformat(item["created_at"])
+    assert {i["channel"] for i in page({"channel": "email"})["items"]} == {"email"}
+    assert page({"status": "pending"})["items"] == []
+    assert page({"event_type": "quote_request.created"})["items"] == []
+
+    first = page({"limit": 2})
+    second = page({"limit": 2, "cursor": first["next_cursor"]})
+    assert len(first["items"]) == 2 and second["next_cursor"] is None
+    seen = [i["id"] for i in first["items"] + second["items"]]
+    assert sorted(seen) == sorted(i["id"] for i in everything["items"])
+
+    with pytest.raises(ValidationFailed):
+        page({"status": "lost"})
+    portal = Actor(
+        kind="portal", id=shop.alice["id"], tenant_id=shop.tenant, customer_id=shop.customer
+    )
+    with pytest.raises(Forbidden), core.unit_of_work(portal) as uow:
+        delivery_page(uow, portal, {})
+
+
+def test_unknown_versions_fail_and_unknown_types_are_recorded_and_ignored(core, renderer, admin):
+    shop = Shop(core, renderer)
+    future = {**shop.quote_event(), "version": 2}
+    with pytest.raises(UnsupportedEventVersion):
+        shop.handle(future)
+    unknown = {
+        **shop.quote_event(),
+        "id": str(uuid.uuid4()),
+        "type": "directory.unit.created",
+        "data": {"id": str(uuid.uuid4())},
+    }
+    assert shop.handle(unknown) == []
+    with admin.connect() as conn:
+        handled = conn.execute(
+            text("select event_id from notify.processed_events where event_id in (:a, :b)"),
+            {"a": future["id"], "b": unknown["id"]},
+        ).all()
+    assert [str(r.event_id) for r in handled] == [unknown["id"]]
+    assert rows(admin) == []
+
+
+# ------------------------------------------------------------- nameko entrypoints
+
+
+class InlineContainer:
+    """Runs managed threads at once, so a test sees their effect without eventlet."""
+
+    def __init__(self):
+        self.spawned = []
+
+    def spawn_managed_thread(self, fn, identifier=None):
+        self.spawned.append(identifier)
+        fn()
+
+
+def channels_for_test(monkeypatch, mail, tmp_path):
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(mail.port))
+    monkeypatch.setenv("SMS_DIR", str(tmp_path / "sms"))
+    monkeypatch.setenv("PORTAL_BASE_URL", PORTAL)
+    monkeypatch.delenv("SMS_HTTP_URL", raising=False)
+    provider = Channels()
+    provider.container = InlineContainer()
+    provider.setup()
+    return provider
+
+
+def test_entrypoints_handle_send_sweep_and_list(core, renderer, mail, admin, tmp_path, monkeypatch):
+    channels = channels_for_test(monkeypatch, mail, tmp_path)
+    assert isinstance(channels.senders.sms, FileSmsSender)
+    shop = Shop(core, renderer)
+    staff = shop.staff_actor()
+    context = Context(SimpleNamespace(data={ACTOR_KEY: staff.to_json()}))
+    service = worker_factory(
+        NotifyService, db=WorkerDb(core, context), ctx=context, channels=channels
+    )
+
+    service.on_event(shop.quote_event())  # commit, then dispatch sends
+    assert channels.container.spawned == ["notify.deliver"]
+    assert sorted(rcpt_to(m) for m in mail.messages()) == ["alice@cust.test", "bob@cust.test"]
+    assert [line["to"] for line in sms_lines(tmp_path)] == ["+15550001"]
+
+    ids = shop.handle(shop.quote_event("quote_request.approved"))
+    service.sweep_deliveries()  # what the timer runs
+    assert {r.status for r in rows(admin, "id = any(cast(:ids as uuid[]))", ids=ids)} == {"sent"}
+    assert len(mail.messages()) == 4
+
+    listed = service.list_deliveries({"channel": "sms"})
+    assert [i["address"] for i in listed["items"]] == ["+15550001", "+15550001"]
+
+
+def test_dispatch_failure_is_logged_not_raised(core, mail, tmp_path, monkeypatch, caplog):
+    channels = channels_for_test(monkeypatch, mail, tmp_path)
+    core_for_nothing = SimpleNamespace()  # claiming fails: no unit_of_work
+    channels.dispatch(core_for_nothing, [str(uuid.uuid4())])
+    assert "the sweep will retry" in caplog.text
