@@ -33,9 +33,14 @@ def dead_queue_name(service: str) -> str:
 
 def asyncapi() -> dict[str, Any]:
     """An AsyncAPI 3.0 document of the exchange, routing keys and payloads."""
+    from apispec import APISpec
     from apispec.ext.marshmallow.openapi import OpenAPIConverter
 
-    converter = OpenAPIConverter(openapi_version="3.1.0", schema_name_resolver=lambda s: None, spec=None)
+    converter = OpenAPIConverter(
+        openapi_version="3.1.0",
+        schema_name_resolver=lambda s: None,
+        spec=APISpec("Portico events", "1.0.0", "3.1.0"),
+    )
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -49,8 +54,15 @@ def asyncapi() -> dict[str, Any]:
             "payload": {
                 "type": "object",
                 "required": [
-                    "id", "type", "version", "occurred_at", "tenant_id",
-                    "correlation_id", "causation_id", "actor", "data",
+                    "id",
+                    "type",
+                    "version",
+                    "occurred_at",
+                    "tenant_id",
+                    "correlation_id",
+                    "causation_id",
+                    "actor",
+                    "data",
                 ],
                 "properties": {
                     "id": {"type": "string", "format": "uuid"},
@@ -68,7 +80,12 @@ def asyncapi() -> dict[str, Any]:
         channels[key] = {
             "address": event_type,
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
-            "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": EXCHANGE, "type": "topic", "durable": True}}},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {"name": EXCHANGE, "type": "topic", "durable": True},
+                }
+            },
         }
         operations[f"publish_{key}"] = {
             "action": "send",

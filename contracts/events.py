@@ -17,7 +17,9 @@ EXCHANGE = "portico.events"
 
 
 class ActorSchema(Schema):
-    kind = fields.String(required=True, validate=validate.OneOf(["staff", "portal", "token", "system"]))
+    kind = fields.String(
+        required=True, validate=validate.OneOf(["staff", "portal", "token", "system"])
+    )
     id = fields.String(required=True)
     name = fields.String(load_default="")
 
@@ -78,7 +80,9 @@ class ContactEvent(Schema):
     name = fields.String(required=True)
     email = fields.String(allow_none=True, load_default=None)
     phone = fields.String(allow_none=True, load_default=None)
-    notify_by = fields.String(required=True, validate=validate.OneOf(["email", "sms", "both", "none"]))
+    notify_by = fields.String(
+        required=True, validate=validate.OneOf(["email", "sms", "both", "none"])
+    )
     is_team_manager = fields.Boolean(required=True)
 
 
@@ -107,7 +111,11 @@ QUOTE_EVENTS = (
 # type -> (payload schema, publishing service, one-line meaning)
 EVENTS: dict[str, tuple[type[Schema], str, str]] = {
     **{
-        t: (QuoteRequestEvent, "quotes", f"A quote request was {t.split('.')[1].replace('_', ' ')}.")
+        t: (
+            QuoteRequestEvent,
+            "quotes",
+            f"A quote request was {t.split('.')[1].replace('_', ' ')}.",
+        )
         for t in QUOTE_EVENTS
     },
     "directory.tenant.created": (TenantEvent, "gateway", "A tenant (shop) was created."),
@@ -154,7 +162,11 @@ def make_envelope(
         "tenant_id": str(tenant_id),
         "correlation_id": correlation_id,
         "causation_id": causation_id,
-        "actor": {"kind": actor.get("kind", "system"), "id": str(actor.get("id", "")), "name": actor.get("name", "")},
+        "actor": {
+            "kind": actor.get("kind", "system"),
+            "id": str(actor.get("id", "")),
+            "name": actor.get("name", ""),
+        },
         "data": validate_data(event_type, data),
     }
 

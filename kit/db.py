@@ -32,7 +32,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
-    DeclarativeBase,
     Mapped,
     ORMExecuteState,
     Session,
@@ -86,8 +85,11 @@ def infra_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("attempts", Integer, nullable=False, default=0),
     )
     # The relay only ever looks for unpublished rows: keep that lookup small.
-    Index("ix_outbox_unpublished", outbox.c.created_at,
-          postgresql_where=outbox.c.published_at.is_(None))
+    Index(
+        "ix_outbox_unpublished",
+        outbox.c.created_at,
+        postgresql_where=outbox.c.published_at.is_(None),
+    )
     processed = Table(
         "processed_events",
         metadata,
@@ -136,7 +138,7 @@ def sa_url(url: str) -> str:
     """Users write plain ``postgresql://`` URLs; the driver is psycopg2 (eventlet-green)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix):]
+            return "postgresql+psycopg2://" + url[len(prefix) :]
     return url
 
 

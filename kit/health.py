@@ -39,8 +39,7 @@ class HealthEndpoints:
         }
         ready = all(v == "up" for v in checks.values())
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
-        return Response(json.dumps(body), status=200 if ready else 503,
-                        mimetype="application/json")
+        return Response(json.dumps(body), status=200 if ready else 503, mimetype="application/json")
 
     @http("GET", "/metrics")
     def metrics(self, request: Any) -> Response:

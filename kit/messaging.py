@@ -32,8 +32,13 @@ MAX_RETRY_TIERS = 4  # retry queues declared per consumer; delays come from conf
 
 def consumer_queue(service: str) -> Queue:
     # The binding keys live in the catalogue; the setup step declares them.
-    return Queue(queue_name(service), exchange=events_exchange, routing_key=None,
-                 durable=True, no_declare=True)
+    return Queue(
+        queue_name(service),
+        exchange=events_exchange,
+        routing_key=None,
+        durable=True,
+        no_declare=True,
+    )
 
 
 def declare_topology(amqp_uri: str, services: Iterable[str] | None = None) -> list[str]:
@@ -79,8 +84,12 @@ class EventPublisher:
             exchange=events_exchange,
             delivery_mode=2,
             retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
-                          "interval_max": 1},
+            retry_policy={
+                "max_retries": 2,
+                "interval_start": 0.2,
+                "interval_step": 0.5,
+                "interval_max": 1,
+            },
         )
 
     def publish(self, envelope: dict[str, Any]) -> None:
@@ -96,8 +105,9 @@ class EventPublisher:
         )
 
 
-def publish_committed(core: DatabaseCore, publisher: EventPublisher,
-                      envelopes: list[dict[str, Any]]) -> None:
+def publish_committed(
+    core: DatabaseCore, publisher: EventPublisher, envelopes: list[dict[str, Any]]
+) -> None:
     """Right after a commit: publish its events and mark them sent.
 
     A failure here loses nothing: the rows stay unsent and the relay retries them.
@@ -121,8 +131,9 @@ def publish_committed(core: DatabaseCore, publisher: EventPublisher,
             log.warning("could not mark events sent: %s", exc)
 
 
-def relay_once(core: DatabaseCore, publisher: EventPublisher, *, min_age: float = 2.0,
-               batch: int = 500) -> int:
+def relay_once(
+    core: DatabaseCore, publisher: EventPublisher, *, min_age: float = 2.0, batch: int = 500
+) -> int:
     """Publish outbox rows the post-commit step missed; safe with many relays at once."""
     if core.outbox is None:
         return 0
@@ -143,7 +154,8 @@ def relay_once(core: DatabaseCore, publisher: EventPublisher, *, min_age: float 
             except Exception as exc:  # noqa: BLE001 - keep what was sent, retry the rest
                 log.warning("relay publish failed (%d sent this round): %s", published, exc)
                 uow.session.execute(
-                    update(outbox).where(outbox.c.id == row.id)
+                    update(outbox)
+                    .where(outbox.c.id == row.id)
                     .values(attempts=outbox.c.attempts + 1)
                 )
                 break
@@ -177,8 +189,9 @@ class EventConsumer(Consumer):
 
         settings = load()
         self.delays = settings.retry_delays_ms[:MAX_RETRY_TIERS]
-        self.retry_publisher = Publisher(settings.amqp_uri, use_confirms=True, serializer="json",
-                                         delivery_mode=2)
+        self.retry_publisher = Publisher(
+            settings.amqp_uri, use_confirms=True, serializer="json", delivery_mode=2
+        )
         super().setup()
 
     def handle_message(self, body: Any, message: Any) -> None:
@@ -190,8 +203,9 @@ class EventConsumer(Consumer):
             return
         super().handle_message(body, message)
 
-    def handle_message_processed(self, message: Any, result: Any = None,
-                                 exc_info: Any = None) -> None:
+    def handle_message_processed(
+        self, message: Any, result: Any = None, exc_info: Any = None
+    ) -> None:
         if exc_info is not None:
             attempt = int((message.headers or {}).get("x-attempt", 0)) + 1
             error = "".join(str(exc_info[1]))[:500] or exc_info[0].__name__
@@ -213,8 +227,13 @@ class EventConsumer(Consumer):
 
     def _retry(self, message: Any, attempt: int, error: str) -> None:
         delay_ms = self.delays[attempt - 1]
-        log.warning("event %s failed (attempt %d), retrying in %d ms: %s",
-                    message.properties.get("message_id"), attempt, delay_ms, error)
+        log.warning(
+            "event %s failed (attempt %d), retrying in %d ms: %s",
+            message.properties.get("message_id"),
+            attempt,
+            delay_ms,
+            error,
+        )
         self.retry_publisher.publish(
             message.payload,
             exchange="",
@@ -226,14 +245,19 @@ class EventConsumer(Consumer):
         )
 
     def _dead_letter(self, body: Any, message: Any, error: str, attempt: int = 0) -> None:
-        log.error("event %s dead-lettered after %d attempts: %s",
-                  message.properties.get("message_id"), attempt, error)
+        log.error(
+            "event %s dead-lettered after %d attempts: %s",
+            message.properties.get("message_id"),
+            attempt,
+            error,
+        )
         self.retry_publisher.publish(
             body,
             exchange="",
             routing_key=dead_queue_name(self.service),
-            headers=self._headers(message, **{"x-attempt": attempt, "x-last-error": error,
-                                              "x-dead-at": time.time()}),
+            headers=self._headers(
+                message, **{"x-attempt": attempt, "x-last-error": error, "x-dead-at": time.time()}
+            ),
             message_id=message.properties.get("message_id"),
             type=message.properties.get("type"),
         )
@@ -242,8 +266,9 @@ class EventConsumer(Consumer):
 event_consumer = EventConsumer.decorator
 
 
-def dead_letters(amqp_uri: str, service: str, *, replay: bool = False,
-                 limit: int = 1000) -> list[dict[str, Any]]:
+def dead_letters(
+    amqp_uri: str, service: str, *, replay: bool = False, limit: int = 1000
+) -> list[dict[str, Any]]:
     """List (and optionally replay) a service's dead letters: the operator's tool.
 
     Listing gets each message and puts it back (nack with requeue) after reading all,
@@ -260,13 +285,15 @@ def dead_letters(amqp_uri: str, service: str, *, replay: bool = False,
             if message is None:
                 break
             headers = dict(message.headers or {})
-            found.append({
-                "message_id": message.properties.get("message_id"),
-                "type": message.properties.get("type"),
-                "attempts": headers.get("x-attempt"),
-                "error": headers.get("x-last-error"),
-                "body": message.payload,
-            })
+            found.append(
+                {
+                    "message_id": message.properties.get("message_id"),
+                    "type": message.properties.get("type"),
+                    "attempts": headers.get("x-attempt"),
+                    "error": headers.get("x-last-error"),
+                    "body": message.payload,
+                }
+            )
             if replay and producer is not None:
                 headers.pop("x-attempt", None)
                 producer.publish(
@@ -286,4 +313,3 @@ def dead_letters(amqp_uri: str, service: str, *, replay: bool = False,
         for message in held:
             message.requeue()
     return found
-

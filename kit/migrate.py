@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def ensure_database(admin_url: str) -> None:
     url = make_url(sa_url(admin_url))
     maintenance = url.set(database="postgres")
-    engine = create_engine(maintenance, isolation_level="AUTOCOMMIT",
-                           connect_args={"connect_timeout": 5})
+    engine = create_engine(
+        maintenance, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     try:
         with engine.connect() as conn:
             exists = conn.execute(
@@ -41,12 +42,21 @@ def ensure_role(admin_url: str, role: str, password: str | None = None) -> None:
     engine = create_engine(sa_url(admin_url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            exists = conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role}).first()
+            exists = conn.execute(
+                text("select 1 from pg_roles where rolname = :r"), {"r": role}
+            ).first()
             verb = "alter" if exists else "create"
             pw = ""
             if password:
-                pw = " password " + conn.execute(text("select quote_literal(:p)"), {"p": password}).scalar_one()
-            conn.execute(text(f'{verb} role "{role}" login nosuperuser nobypassrls nocreaterole nocreatedb{pw}'))
+                pw = (
+                    " password "
+                    + conn.execute(text("select quote_literal(:p)"), {"p": password}).scalar_one()
+                )
+            conn.execute(
+                text(
+                    f'{verb} role "{role}" login nosuperuser nobypassrls nocreaterole nocreatedb{pw}'
+                )
+            )
     finally:
         engine.dispose()
 
@@ -78,10 +88,14 @@ def grant(service: str, admin_url: str) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text(f'grant usage on schema "{service}" to "{role}"'))
-            conn.execute(text(
-                f'grant select, insert, update, delete on all tables in schema "{service}" to "{role}"'
-            ))
-            conn.execute(text(f'grant usage, select on all sequences in schema "{service}" to "{role}"'))
+            conn.execute(
+                text(
+                    f'grant select, insert, update, delete on all tables in schema "{service}" to "{role}"'
+                )
+            )
+            conn.execute(
+                text(f'grant usage, select on all sequences in schema "{service}" to "{role}"')
+            )
             conn.execute(text(f'revoke all on "{service}".alembic_version from "{role}"'))
     finally:
         engine.dispose()
@@ -93,7 +107,7 @@ def run_env(metadata: MetaData) -> None:
 
     cfg = context.config
     schema = metadata.schema
-    engine = create_engine(cfg.get_main_option("sqlalchemy.url"))
+    engine = create_engine(cfg.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as conn:
         context.configure(
             connection=conn,
@@ -114,7 +128,11 @@ def rls_sql(schema: str, table: str, *, system_ok: bool = False) -> list[str]:
     infrastructure tables; business tables never allow it.
     """
     tenant = "tenant_id = nullif(current_setting('portico.tenant_id', true), '')::uuid"
-    rule = f"({tenant} or current_setting('portico.system', true) = 'on')" if system_ok else f"({tenant})"
+    rule = (
+        f"({tenant} or current_setting('portico.system', true) = 'on')"
+        if system_ok
+        else f"({tenant})"
+    )
     return [
         f'alter table "{schema}"."{table}" enable row level security',
         f'alter table "{schema}"."{table}" force row level security',

@@ -28,8 +28,9 @@ class WorkerDb:
         self.core = core
         self._ctx = ctx
 
-    def unit_of_work(self, *, tenant_id: str | None = None, system: bool = False,
-                     causation_id: str | None = None) -> Any:
+    def unit_of_work(
+        self, *, tenant_id: str | None = None, system: bool = False, causation_id: str | None = None
+    ) -> Any:
         actor = self._ctx.actor
         return self.core.unit_of_work(
             actor,
@@ -120,8 +121,7 @@ class Rpc(RpcProxy):
         super().__init__(target_service, **options)
 
     def get_dependency(self, worker_ctx: Any) -> _TimedService:
-        return _TimedService(super().get_dependency(worker_ctx), self._timeout,
-                             self.target_service)
+        return _TimedService(super().get_dependency(worker_ctx), self._timeout, self.target_service)
 
 
 class DomainRpc(NamekoRpc):

@@ -1,13 +1,13 @@
 """The operator's command line: ``portico <command>``.
 
-    portico up                 set up everything and run the whole system locally
-    portico setup              create database, roles, schemas, migrations, broker topology
-    portico run SERVICE        run one service (several copies may run at once)
-    portico tenant create ...  create a tenant (shop) with its first admin
-    portico dead-letters list|replay SERVICE
-    portico check              are PostgreSQL and RabbitMQ reachable?
-    portico keygen             print a new Ed25519 signing key (PEM) for JWT_PRIVATE_KEYS
-    portico asyncapi           print the event catalogue (AsyncAPI 3.0, JSON)
+portico up                 set up everything and run the whole system locally
+portico setup              create database, roles, schemas, migrations, broker topology
+portico run SERVICE        run one service (several copies may run at once)
+portico tenant create ...  create a tenant (shop) with its first admin
+portico dead-letters list|replay SERVICE
+portico check              are PostgreSQL and RabbitMQ reachable?
+portico keygen             print a new Ed25519 signing key (PEM) for JWT_PRIVATE_KEYS
+portico asyncapi           print the event catalogue (AsyncAPI 3.0, JSON)
 """
 
 from __future__ import annotations
@@ -57,8 +57,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_tenant_create(args: argparse.Namespace) -> int:
     from portico.seed import create_tenant
 
-    tenant_id = create_tenant(_settings(), args.slug, args.name, args.admin_email,
-                              args.admin_password, args.admin_first_name, args.admin_last_name)
+    tenant_id = create_tenant(
+        _settings(),
+        args.slug,
+        args.name,
+        args.admin_email,
+        args.admin_password,
+        args.admin_first_name,
+        args.admin_last_name,
+    )
     print(json.dumps({"tenant_id": tenant_id, "slug": args.slug}))
     return 0
 
@@ -95,10 +102,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="portico", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="portico", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="are PostgreSQL and RabbitMQ reachable?").set_defaults(fn=cmd_check)
+    sub.add_parser("check", help="are PostgreSQL and RabbitMQ reachable?").set_defaults(
+        fn=cmd_check
+    )
     sub.add_parser("setup", help="database, migrations, broker topology").set_defaults(fn=cmd_setup)
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service")

@@ -62,7 +62,9 @@ def _login_problems(settings: Settings) -> list[str]:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
     except Exception as exc:  # noqa: BLE001 - report, don't crash
-        problems.append(f"PostgreSQL refused the admin login ({type(exc).__name__}): check ADMIN_DATABASE_URL.")
+        problems.append(
+            f"PostgreSQL refused the admin login ({type(exc).__name__}): check ADMIN_DATABASE_URL."
+        )
     finally:
         engine.dispose()
     try:
@@ -84,8 +86,11 @@ def docker_engine_available() -> bool:
 
 def start_with_compose(log: Callable[[str], Any]) -> None:
     log("Starting PostgreSQL and RabbitMQ with docker compose ...")
-    subprocess.run(["docker", "compose", "-f", str(COMPOSE), "up", "-d", "--wait", "postgres",
-                    "rabbitmq"], check=True, timeout=300)
+    subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "up", "-d", "--wait", "postgres", "rabbitmq"],
+        check=True,
+        timeout=300,
+    )
 
 
 def setup(settings: Settings, log: Callable[[str], Any] = print) -> None:

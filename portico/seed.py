@@ -15,7 +15,7 @@ from services.gateway.models import StaffUser, Tenant, TenantSettings, metadata
 from services.gateway.tokens import hash_password
 
 DEMO_TENANT = "demo"
-DEMO_PASSWORD = "portico-demo-pass"
+DEMO_PASSWORD = "portico-demo-pass"  # noqa: S105 - published demo login
 DEMO_STAFF = [
     ("admin@demo.portico.local", "Ada", "Admin", ["admin"]),
     ("manager@demo.portico.local", "Max", "Manager", ["manager"]),
@@ -26,12 +26,24 @@ DEMO_PORTAL = "fleet@acme.example"
 
 
 def staff_event(user: StaffUser) -> dict[str, Any]:
-    return {"id": user.id, "name": f"{user.first_name} {user.last_name}", "email": user.email,
-            "roles": list(user.roles), "active": user.active}
+    return {
+        "id": user.id,
+        "name": f"{user.first_name} {user.last_name}",
+        "email": user.email,
+        "roles": list(user.roles),
+        "active": user.active,
+    }
 
 
-def create_tenant(settings: Settings, slug: str, name: str, admin_email: str,
-                  admin_password: str, first_name: str = "Admin", last_name: str = "User") -> str:
+def create_tenant(
+    settings: Settings,
+    slug: str,
+    name: str,
+    admin_email: str,
+    admin_password: str,
+    first_name: str = "Admin",
+    last_name: str = "User",
+) -> str:
     """Create a tenant with its settings and first admin; idempotent on the slug."""
     slug = slug.strip().lower()
     if not domain.valid_slug(slug):
@@ -52,10 +64,19 @@ def create_tenant(settings: Settings, slug: str, name: str, admin_email: str,
         publisher = EventPublisher(settings.amqp_uri)
         core.after_commit.append(lambda envelopes: publish_committed(core, publisher, envelopes))
         with core.unit_of_work(tenant_id=tenant_id) as uow:
-            uow.session.add(TenantSettings(features={f: True for f in domain.TENANT_FEATURES},
-                                           reason_codes=["phone", "in_person", "email"]))
-            admin = StaffUser(email=email, password_hash=hash_password(admin_password),
-                              first_name=first_name, last_name=last_name, roles=["admin"])
+            uow.session.add(
+                TenantSettings(
+                    features={f: True for f in domain.TENANT_FEATURES},
+                    reason_codes=["phone", "in_person", "email"],
+                )
+            )
+            admin = StaffUser(
+                email=email,
+                password_hash=hash_password(admin_password),
+                first_name=first_name,
+                last_name=last_name,
+                roles=["admin"],
+            )
             uow.session.add(admin)
             uow.session.flush()
             uow.emit("directory.tenant.created", {"id": tenant_id, "slug": slug, "name": name})
@@ -73,8 +94,11 @@ class Api:
         self.http = requests.Session()
 
     def login(self, tenant: str, email: str, password: str) -> None:
-        r = self.http.post(f"{self.base}/auth/token",
-                           json={"tenant": tenant, "email": email, "password": password}, timeout=10)
+        r = self.http.post(
+            f"{self.base}/auth/token",
+            json={"tenant": tenant, "email": email, "password": password},
+            timeout=10,
+        )
         r.raise_for_status()
         self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
 
@@ -93,37 +117,100 @@ class Api:
 def seed_demo(settings: Settings, base_url: str) -> dict[str, Any]:
     """Create the demo tenant and its sample data, unless it is already there."""
     admin_email = DEMO_STAFF[0][0]
-    create_tenant(settings, DEMO_TENANT, "Demo Fleet Repair", admin_email, DEMO_PASSWORD,
-                  DEMO_STAFF[0][1], DEMO_STAFF[0][2])
+    create_tenant(
+        settings,
+        DEMO_TENANT,
+        "Demo Fleet Repair",
+        admin_email,
+        DEMO_PASSWORD,
+        DEMO_STAFF[0][1],
+        DEMO_STAFF[0][2],
+    )
     api = Api(base_url)
     api.login(DEMO_TENANT, admin_email, DEMO_PASSWORD)
     existing = api.get("/customers", params={"limit": 1})["items"]
     if existing:
         return {"customer_id": existing[0]["id"]}
     for email, first, last, roles in DEMO_STAFF[1:]:
-        api.post("/users", {"email": email, "first_name": first, "last_name": last,
-                            "roles": roles, "password": DEMO_PASSWORD})
+        api.post(
+            "/users",
+            {
+                "email": email,
+                "first_name": first,
+                "last_name": last,
+                "roles": roles,
+                "password": DEMO_PASSWORD,
+            },
+        )
     customer = api.post("/customers", {"name": "Acme Logistics", "account_number": "ACME-001"})
     cid = customer["id"]
-    api.post(f"/customers/{cid}/contacts", {
-        "first_name": "Casey", "last_name": "Fleetmanager", "email": "casey@acme.example",
-        "phone": "+15550100", "notify_by": "both", "is_team_manager": True})
-    contact = api.post(f"/customers/{cid}/contacts", {
-        "first_name": "Jordan", "last_name": "Driver", "email": "jordan@acme.example",
-        "notify_by": "email", "is_team_manager": False})
-    truck = api.post(f"/customers/{cid}/units", {
-        "make": "Freightliner", "model": "Cascadia", "serial": "1FUJGLDR5CSBM1234",
-        "fleet_number": "T-101", "year": 2021})
-    api.post(f"/customers/{cid}/units", {
-        "make": "Caterpillar", "model": "320 GC", "serial": "CAT0320GCX1234567",
-        "fleet_number": "EX-7", "year": 2019})
-    api.post(f"/customers/{cid}/portal-accounts", {
-        "email": DEMO_PORTAL, "first_name": "Casey", "last_name": "Fleetmanager",
-        "password": DEMO_PASSWORD, "contact_id": contact["id"],
-        "permissions": ["quotes.request", "quotes.approve", "bookings.request",
-                        "estimates.approve", "invoices.authorize", "payments.make",
-                        "history.view"]})
-    api.post("/quote-requests", {"customer_id": cid, "unit_id": truck["id"],
-                                 "description": "Quote for front brake pads and rotors on T-101",
-                                 "visible_to_customer": True})
+    api.post(
+        f"/customers/{cid}/contacts",
+        {
+            "first_name": "Casey",
+            "last_name": "Fleetmanager",
+            "email": "casey@acme.example",
+            "phone": "+15550100",
+            "notify_by": "both",
+            "is_team_manager": True,
+        },
+    )
+    contact = api.post(
+        f"/customers/{cid}/contacts",
+        {
+            "first_name": "Jordan",
+            "last_name": "Driver",
+            "email": "jordan@acme.example",
+            "notify_by": "email",
+            "is_team_manager": False,
+        },
+    )
+    truck = api.post(
+        f"/customers/{cid}/units",
+        {
+            "make": "Freightliner",
+            "model": "Cascadia",
+            "serial": "1FUJGLDR5CSBM1234",
+            "fleet_number": "T-101",
+            "year": 2021,
+        },
+    )
+    api.post(
+        f"/customers/{cid}/units",
+        {
+            "make": "Caterpillar",
+            "model": "320 GC",
+            "serial": "CAT0320GCX1234567",
+            "fleet_number": "EX-7",
+            "year": 2019,
+        },
+    )
+    api.post(
+        f"/customers/{cid}/portal-accounts",
+        {
+            "email": DEMO_PORTAL,
+            "first_name": "Casey",
+            "last_name": "Fleetmanager",
+            "password": DEMO_PASSWORD,
+            "contact_id": contact["id"],
+            "permissions": [
+                "quotes.request",
+                "quotes.approve",
+                "bookings.request",
+                "estimates.approve",
+                "invoices.authorize",
+                "payments.make",
+                "history.view",
+            ],
+        },
+    )
+    api.post(
+        "/quote-requests",
+        {
+            "customer_id": cid,
+            "unit_id": truck["id"],
+            "description": "Quote for front brake pads and rotors on T-101",
+            "visible_to_customer": True,
+        },
+    )
     return {"customer_id": cid}

@@ -45,8 +45,17 @@ def up(settings: Settings, seed: bool = True) -> int:
     env.pop("PORT", None)  # each Procfile line sets its own
     gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "-f", str(PROCFILE), "-d", str(infra.ROOT),
-         "--no-prefix" if env.get("PORTICO_QUIET") else "--no-colour"],
+        [
+            sys.executable,
+            "-m",
+            "honcho",
+            "start",
+            "-f",
+            str(PROCFILE),
+            "-d",
+            str(infra.ROOT),
+            "--no-prefix" if env.get("PORTICO_QUIET") else "--no-colour",
+        ],
         env=env,
         start_new_session=True,  # Ctrl-C reaches us; we stop honcho, honcho stops the rest
     )
@@ -85,7 +94,7 @@ def banner(gateway: str, settings: Settings, seeded: bool) -> str:
         lines.append(f"  portal customer    {DEMO_PORTAL}")
         lines.append(
             f"  e.g. curl -s {gateway}/api/v1/auth/token -H 'Content-Type: application/json' "
-            f"-d '{{\"tenant\":\"{DEMO_TENANT}\",\"email\":\"{DEMO_PORTAL}\",\"password\":\"{DEMO_PASSWORD}\"}}'"
+            f'-d \'{{"tenant":"{DEMO_TENANT}","email":"{DEMO_PORTAL}","password":"{DEMO_PASSWORD}"}}\''
         )
     lines += ["Press Ctrl-C to stop everything.", "=" * 72]
     return "\n".join(lines)

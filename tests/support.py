@@ -32,10 +32,15 @@ def free_port() -> int:
 
 def make_vhost(name: str) -> None:
     if shutil.which("rabbitmqctl"):
-        subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True,
-                       timeout=60)
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*",
-                        ".*"], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True, timeout=60
+        )
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         return
     r = requests.put(f"{MGMT}/api/vhosts/{quote(name, safe='')}", timeout=10)
     r.raise_for_status()
@@ -53,11 +58,17 @@ def drop_database(admin_url: str, name: str) -> None:
 
     from kit.db import sa_url
 
-    engine = create_engine(sa_url(admin_url.rsplit("/", 1)[0] + "/postgres"),
-                           isolation_level="AUTOCOMMIT")
+    engine = create_engine(
+        sa_url(admin_url.rsplit("/", 1)[0] + "/postgres"), isolation_level="AUTOCOMMIT"
+    )
     with engine.connect() as conn:
-        conn.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
-                          "where datname = :d and pid <> pg_backend_pid()"), {"d": name})
+        conn.execute(
+            text(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname = :d and pid <> pg_backend_pid()"
+            ),
+            {"d": name},
+        )
         conn.execute(text(f'drop database if exists "{name}"'))
     engine.dispose()
 
@@ -118,8 +129,14 @@ class Process:
 
     def start(self) -> Process:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:

@@ -14,7 +14,8 @@ PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 def _mails_for(system, quote_number: str, subject_word: str) -> list:
     return [
-        m for m in read_mailbox(system.env.mail_dir)
+        m
+        for m in read_mailbox(system.env.mail_dir)
         if quote_number in str(m["Subject"]) and subject_word in str(m["Subject"]).lower()
     ]
 
@@ -40,9 +41,11 @@ def test_quote_request_from_customer_to_inbox(system):
     r = advisor.patch(f"/quote-requests/{qid}", {"status": "customer_approval_needed"})
     assert r.status_code == 422 and r.json()["code"] == "quote_document_required"
 
-    r = advisor.post(f"/quote-requests/{qid}/attachments",
-                     files={"file": ("quote.pdf", io.BytesIO(PDF), "application/pdf")},
-                     data={"kind": "quote_document"})
+    r = advisor.post(
+        f"/quote-requests/{qid}/attachments",
+        files={"file": ("quote.pdf", io.BytesIO(PDF), "application/pdf")},
+        data={"kind": "quote_document"},
+    )
     assert r.status_code == 201, r.text
     att = r.json()
     r = advisor.patch(f"/quote-requests/{qid}", {"status": "customer_approval_needed"})
@@ -66,8 +69,11 @@ def test_quote_request_from_customer_to_inbox(system):
     # the customer's contacts are told (Casey: email+sms, Jordan: email)
     contacts = {"casey@acme.example", "jordan@acme.example"}
     approved = wait_for(
-        lambda: (mails := _mails_for(system, number, "approved"))
-        and contacts <= {str(m["To"]) for m in mails} and mails,
+        lambda: (
+            (mails := _mails_for(system, number, "approved"))
+            and contacts <= {str(m["To"]) for m in mails}
+            and mails
+        ),
         timeout=30,
     )
     body = approved[0].get_body(preferencelist=("plain",)).get_content()

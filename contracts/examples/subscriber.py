@@ -20,9 +20,13 @@ EXCHANGE = "portico.events"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--amqp", default=os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    parser.add_argument(
+        "--amqp", default=os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    )
     parser.add_argument("--queue", required=True, help="your durable queue, e.g. erp.quotes")
-    parser.add_argument("--bind", action="append", default=[], help="routing-key pattern (repeatable)")
+    parser.add_argument(
+        "--bind", action="append", default=[], help="routing-key pattern (repeatable)"
+    )
     parser.add_argument("--max", type=int, default=0, help="stop after N events (0: run forever)")
     args = parser.parse_args()
 
@@ -34,15 +38,16 @@ def main() -> None:
         channel.queue_bind(args.queue, EXCHANGE, routing_key=pattern)
     channel.basic_qos(prefetch_count=50)
     seen: set[str] = set()  # use your database in real life
-    handled = 0
-
-    for method, _properties, body in channel.consume(args.queue):
+    for handled, (method, _properties, body) in enumerate(channel.consume(args.queue), 1):
         event = json.loads(body)
         if event["id"] not in seen:
             seen.add(event["id"])
-            print(json.dumps({"type": event["type"], "tenant": event["tenant_id"], "data": event["data"]}))
+            print(
+                json.dumps(
+                    {"type": event["type"], "tenant": event["tenant_id"], "data": event["data"]}
+                )
+            )
         channel.basic_ack(method.delivery_tag)
-        handled += 1
         if args.max and handled >= args.max:
             break
     channel.cancel()

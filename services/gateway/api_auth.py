@@ -59,22 +59,45 @@ def _client_address(call: Call) -> str:
     return call.request.remote_addr or "unknown"
 
 
-@route("POST", "/auth/token", callers=PUBLIC, summary="Sign in with tenant, email and password",
-       tag="auth", body=TokenRequest, response=TokenResponse, errors=(401, 429))
+@route(
+    "POST",
+    "/auth/token",
+    callers=PUBLIC,
+    summary="Sign in with tenant, email and password",
+    tag="auth",
+    body=TokenRequest,
+    response=TokenResponse,
+    errors=(401, 429),
+)
 def token(call: Call) -> Any:
     b = call.body
-    return call.gw.auth.core.login(call.gw.db.core, b["tenant"], b["email"], b["password"],
-                                   _client_address(call))
+    return call.gw.auth.core.login(
+        call.gw.db.core, b["tenant"], b["email"], b["password"], _client_address(call)
+    )
 
 
-@route("POST", "/auth/refresh", callers=PUBLIC, summary="Trade a refresh token for new tokens",
-       tag="auth", body=RefreshRequest, response=TokenResponse, errors=(401,))
+@route(
+    "POST",
+    "/auth/refresh",
+    callers=PUBLIC,
+    summary="Trade a refresh token for new tokens",
+    tag="auth",
+    body=RefreshRequest,
+    response=TokenResponse,
+    errors=(401,),
+)
 def refresh(call: Call) -> Any:
     return call.gw.auth.core.refresh(call.gw.db.core, call.body["refresh_token"])
 
 
-@route("POST", "/auth/logout", callers=ANY_CALLER, summary="End this session now", tag="auth",
-       status=204)
+@route(
+    "POST",
+    "/auth/logout",
+    callers=ANY_CALLER,
+    summary="End this session now",
+    tag="auth",
+    status=204,
+)
 def logout(call: Call) -> Any:
     actor = call.require_actor()
     call.gw.auth.core.revoke_session(call.gw.db.core, actor.tenant_id, call.claims["sid"], "logout")
@@ -84,15 +107,22 @@ def logout(call: Call) -> Any:
 def _me(call: Call, subject: Any) -> dict[str, Any]:
     actor = call.require_actor()
     out: dict[str, Any] = {
-        "id": actor.id, "kind": actor.kind, "tenant_id": actor.tenant_id,
-        "roles": list(actor.roles), "permissions": list(actor.permissions),
+        "id": actor.id,
+        "kind": actor.kind,
+        "tenant_id": actor.tenant_id,
+        "roles": list(actor.roles),
+        "permissions": list(actor.permissions),
         "customer_id": actor.customer_id,
         "unit_ids": list(actor.unit_ids) if actor.unit_ids is not None else None,
         "read_only": actor.read_only,
     }
     if subject is not None:
-        out.update(email=subject.email, first_name=subject.first_name,
-                   last_name=subject.last_name, time_zone=subject.time_zone)
+        out.update(
+            email=subject.email,
+            first_name=subject.first_name,
+            last_name=subject.last_name,
+            time_zone=subject.time_zone,
+        )
     return out
 
 
@@ -113,8 +143,15 @@ def get_me(call: Call) -> Any:
         return _me(call, _subject(uow, actor))
 
 
-@route("PATCH", "/me", callers=ANY_CALLER, summary="Update my name and time zone", tag="auth",
-       body=MePatch, response=MeSchema)
+@route(
+    "PATCH",
+    "/me",
+    callers=ANY_CALLER,
+    summary="Update my name and time zone",
+    tag="auth",
+    body=MePatch,
+    response=MeSchema,
+)
 def patch_me(call: Call) -> Any:
     actor = call.require_actor()
     domain.require_writable(actor)

@@ -33,7 +33,15 @@ class DeliverySchema(Schema):
     created_at = fields.String(required=True)
 
 
-@route("GET", "/deliveries", callers=STAFF, summary="Every email and SMS sent, with status",
-       tag="notifications", query=DeliveryQuery, response=DeliverySchema, many=True)
+@route(
+    "GET",
+    "/deliveries",
+    callers=STAFF,
+    summary="Every email and SMS sent, with status",
+    tag="notifications",
+    query=DeliveryQuery,
+    response=DeliverySchema,
+    many=True,
+)
 def list_deliveries(call: Call) -> Any:
     return call.gw.notify.list_deliveries(call.query)

@@ -49,8 +49,12 @@ class AuthCore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         keyring = KeyRing.from_env(settings.raw, production=settings.production)
-        self.tokens = TokenService(keyring, settings.jwt_issuer, settings.jwt_audience,
-                                   access_ttl=int(settings.raw.get("ACCESS_TOKEN_TTL", "900")))
+        self.tokens = TokenService(
+            keyring,
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            access_ttl=int(settings.raw.get("ACCESS_TOKEN_TTL", "900")),
+        )
         self.limits = domain.RateLimits.from_env(settings.raw)
 
     # --- bearer tokens -> actor -------------------------------------------------------
@@ -79,19 +83,22 @@ class AuthCore:
             raise _unauthenticated("This session has ended.")
         return actor, claims
 
-    def access_token(self, actor: Actor, session_id: str, extra: dict[str, Any] | None = None
-                     ) -> tuple[str, int]:
+    def access_token(
+        self, actor: Actor, session_id: str, extra: dict[str, Any] | None = None
+    ) -> tuple[str, int]:
         return self.tokens.issue_access({**domain.claims_for(actor, session_id), **(extra or {})})
 
     # --- login ------------------------------------------------------------------------
-    def login(self, core: Any, tenant_slug: str, email: str, password: str,
-              client: str) -> dict[str, Any]:
+    def login(
+        self, core: Any, tenant_slug: str, email: str, password: str, client: str
+    ) -> dict[str, Any]:
         email = domain.normalise_email(email)
         keys = (f"acct:{_digest(tenant_slug.lower() + '/' + email)}", f"addr:{_digest(client)}")
         self._check_limits(core, keys)
         with core.unit_of_work(system=True) as uow:
-            tenant = uow.session.execute(select(Tenant).where(Tenant.slug == tenant_slug.lower())
-                                         ).scalar_one_or_none()
+            tenant = uow.session.execute(
+                select(Tenant).where(Tenant.slug == tenant_slug.lower())
+            ).scalar_one_or_none()
         subject = None
         if tenant is not None:
             with core.unit_of_work(tenant_id=tenant.id) as uow:
@@ -114,22 +121,34 @@ class AuthCore:
 
     @staticmethod
     def _find_subject(session: Any, email: str) -> Any:
-        staff = session.execute(select(StaffUser).where(StaffUser.email == email)).scalar_one_or_none()
+        staff = session.execute(
+            select(StaffUser).where(StaffUser.email == email)
+        ).scalar_one_or_none()
         if staff is not None:
             return staff
         return session.execute(
             select(PortalAccount).where(PortalAccount.email == email)
         ).scalar_one_or_none()
 
-    def start_session(self, core: Any, actor: Actor, kind: str,
-                      lifetime: timedelta = timedelta(days=SESSION_DAYS),
-                      with_refresh: bool = True) -> dict[str, Any]:
+    def start_session(
+        self,
+        core: Any,
+        actor: Actor,
+        kind: str,
+        lifetime: timedelta = timedelta(days=SESSION_DAYS),
+        with_refresh: bool = True,
+    ) -> dict[str, Any]:
         with core.unit_of_work(tenant_id=actor.tenant_id) as uow:
-            session = AuthSession(subject_kind=kind, subject_id=actor.id,
-                                  expires_at=utcnow() + lifetime)
+            session = AuthSession(
+                subject_kind=kind, subject_id=actor.id, expires_at=utcnow() + lifetime
+            )
             uow.session.add(session)
             uow.session.flush()
-            refresh = self._new_refresh(uow.session, session.id, actor.tenant_id) if with_refresh else None
+            refresh = (
+                self._new_refresh(uow.session, session.id, actor.tenant_id)
+                if with_refresh
+                else None
+            )
         token, expires_in = self.access_token(actor, session.id)
         out = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
         if refresh:
@@ -151,7 +170,8 @@ class AuthCore:
         reused = False
         with core.unit_of_work(tenant_id=tenant_id) as uow:
             row = uow.session.execute(
-                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(secret))
+                select(RefreshToken)
+                .where(RefreshToken.token_hash == hash_refresh_token(secret))
                 .with_for_update()
             ).scalar_one_or_none()
             if row is None:
@@ -179,51 +199,70 @@ class AuthCore:
         if reused:
             raise _unauthenticated("This refresh token was already used; sign in again.")
         token, expires_in = self.access_token(actor, session_id)
-        return {"access_token": token, "refresh_token": new_refresh, "token_type": "Bearer",
-                "expires_in": expires_in}
+        return {
+            "access_token": token,
+            "refresh_token": new_refresh,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        }
 
     @staticmethod
     def revoke_session(core: Any, tenant_id: str, session_id: str, reason: str) -> None:
         with core.unit_of_work(tenant_id=tenant_id) as uow:
             uow.session.execute(
-                update(AuthSession).where(AuthSession.id == session_id,
-                                          AuthSession.revoked_at.is_(None))
+                update(AuthSession)
+                .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
                 .values(revoked_at=utcnow(), revoked_reason=reason)
             )
 
     @staticmethod
-    def revoke_subject(session: Any, subject_id: str, reason: str,
-                       keep_session: str | None = None) -> None:
+    def revoke_subject(
+        session: Any, subject_id: str, reason: str, keep_session: str | None = None
+    ) -> None:
         """Inside the caller's unit of work: end every session of a staff user or account
         (but ``keep_session``, the caller's own when they change their own access)."""
-        stmt = update(AuthSession).where(AuthSession.subject_id == subject_id,
-                                         AuthSession.revoked_at.is_(None))
+        stmt = update(AuthSession).where(
+            AuthSession.subject_id == subject_id, AuthSession.revoked_at.is_(None)
+        )
         if keep_session is not None:
             stmt = stmt.where(AuthSession.id != keep_session)
         session.execute(stmt.values(revoked_at=utcnow(), revoked_reason=reason))
 
     def preview(self, core: Any, staff: Actor, customer_id: str) -> dict[str, Any]:
-        actor = Actor(kind="portal", id=staff.id, tenant_id=staff.tenant_id,
-                      permissions=PORTAL_PERMISSIONS, customer_id=customer_id, read_only=True,
-                      name=f"Preview by {staff.name}")
-        return self.start_session(core, actor, "preview",
-                                  lifetime=timedelta(minutes=PREVIEW_MINUTES), with_refresh=False)
+        actor = Actor(
+            kind="portal",
+            id=staff.id,
+            tenant_id=staff.tenant_id,
+            permissions=PORTAL_PERMISSIONS,
+            customer_id=customer_id,
+            read_only=True,
+            name=f"Preview by {staff.name}",
+        )
+        return self.start_session(
+            core, actor, "preview", lifetime=timedelta(minutes=PREVIEW_MINUTES), with_refresh=False
+        )
 
     # --- rate limiting ------------------------------------------------------------------
     def _check_limits(self, core: Any, keys: tuple[str, str]) -> None:
         with core.unit_of_work(system=True) as uow:
             rows = uow.session.execute(
-                text("select key, window_start, count from gateway.rate_limits where key = any(:k)"),
+                text(
+                    "select key, window_start, count from gateway.rate_limits where key = any(:k)"
+                ),
                 {"k": list(keys)},
             ).all()
         now = utcnow()
         for row in rows:
             limit = self.limits.account if row.key.startswith("acct:") else self.limits.address
-            retry_after = domain.retry_after(row.window_start, row.count, now, limit,
-                                             self.limits.window_seconds)
+            retry_after = domain.retry_after(
+                row.window_start, row.count, now, limit, self.limits.window_seconds
+            )
             if retry_after:
-                raise ApiError("rate_limited", "Too many sign-in attempts; wait and retry.",
-                               headers={"Retry-After": str(retry_after)})
+                raise ApiError(
+                    "rate_limited",
+                    "Too many sign-in attempts; wait and retry.",
+                    headers={"Retry-After": str(retry_after)},
+                )
 
     def _count_failure(self, core: Any, keys: tuple[str, str]) -> None:
         window = self.limits.window_seconds

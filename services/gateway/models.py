@@ -159,7 +159,13 @@ class RateLimit(Base):
 
 
 TENANT_TABLES = (
-    "tenant_settings", "staff_users", "customers", "contacts", "units",
-    "portal_accounts", "auth_sessions", "refresh_tokens",
+    "tenant_settings",
+    "staff_users",
+    "customers",
+    "contacts",
+    "units",
+    "portal_accounts",
+    "auth_sessions",
+    "refresh_tokens",
 )
 INFRA_TABLES = ("outbox", "processed_events")

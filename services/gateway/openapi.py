@@ -35,14 +35,28 @@ AUTH_ERRORS = {401: "Not authenticated", 403: "Not allowed", 429: "Rate limited"
 
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
-        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{route.method.lower()}{route.path}").strip("_"),
+        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{route.method.lower()}{route.path}").strip(
+            "_"
+        ),
         "summary": route.summary,
         "tags": [route.tag],
         "parameters": [
-            {"in": "path", "name": name, "required": True, "schema": {"type": "string", "format": "uuid"}}
+            {
+                "in": "path",
+                "name": name,
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            }
             for name in re.findall(r"{(\w+)}", route.path)
         ]
-        + [{"in": "header", "name": "X-Request-Id", "required": False, "schema": {"type": "string"}}],
+        + [
+            {
+                "in": "header",
+                "name": "X-Request-Id",
+                "required": False,
+                "schema": {"type": "string"},
+            }
+        ],
         "responses": {},
     }
     if route.query is not None:
@@ -52,7 +66,10 @@ def _operation(route: Route) -> dict[str, Any]:
     else:
         op["security"] = []
     if route.body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": route.body}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": route.body}},
+        }
     if route.multipart:
         op["requestBody"] = {
             "required": True,
@@ -62,7 +79,10 @@ def _operation(route: Route) -> dict[str, Any]:
                         "type": "object",
                         "required": ["file"],
                         "properties": {
-                            "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                            "file": {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                            },
                             "kind": {"type": "string", "enum": ["attachment", "quote_document"]},
                         },
                     }
@@ -74,14 +94,23 @@ def _operation(route: Route) -> dict[str, Any]:
         if route.content != "application/json":
             ok["content"] = {route.content: {"schema": {"type": "string"}}}
         elif route.response is not None and route.many:
-            ok["content"] = {"application/json": {"schema": {
-                "type": "object",
-                "required": ["items", "next_cursor"],
-                "properties": {
-                    "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{_resolver(route.response)}"}},
-                    "next_cursor": {"type": ["string", "null"]},
-                },
-            }}}
+            ok["content"] = {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["items", "next_cursor"],
+                        "properties": {
+                            "items": {
+                                "type": "array",
+                                "items": {
+                                    "$ref": f"#/components/schemas/{_resolver(route.response)}"
+                                },
+                            },
+                            "next_cursor": {"type": ["string", "null"]},
+                        },
+                    }
+                }
+            }
         elif route.response is not None:
             ok["content"] = {"application/json": {"schema": route.response}}
         else:
@@ -114,10 +143,14 @@ def openapi_document() -> dict[str, Any]:
         version="1.0.0",
         openapi_version="3.1.0",
         plugins=[MarshmallowPlugin(schema_name_resolver=_resolver)],
-        info={"description": "Customer portal for service shops. Errors are application/problem+json."},
+        info={
+            "description": "Customer portal for service shops. Errors are application/problem+json."
+        },
         servers=[{"url": API_PREFIX}],
     )
-    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)

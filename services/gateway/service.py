@@ -27,9 +27,11 @@ from services.gateway.web import (
     build_map,
     error_response,
     json_response,
-    load as load_schema,
     query_dict,
     read_json,
+)
+from services.gateway.web import (
+    load as load_schema,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,13 @@ class GatewayService(HealthEndpoints):
         response.headers["X-Request-Id"] = request_id
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
-        log.info("%s %s -> %d in %.1f ms", request.method, request.path, response.status_code,
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "%s %s -> %d in %.1f ms",
+            request.method,
+            request.path,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
         return response
 
     def _dispatch(self, request: Request) -> Response:
@@ -85,8 +92,15 @@ class GatewayService(HealthEndpoints):
             body = load_schema(route.body, read_json(request), "request body")
         elif request.method in ("POST", "PUT", "PATCH") and not route.multipart:
             read_json(request)  # still refuse malformed JSON and wrong content types
-        call = Call(request=request, gw=self, path=path_args, query=query, body=body,
-                    actor=actor, claims=claims)
+        call = Call(
+            request=request,
+            gw=self,
+            path=path_args,
+            query=query,
+            body=body,
+            actor=actor,
+            claims=claims,
+        )
         result = route.handler(call)
         if isinstance(result, Response):
             return result
@@ -95,8 +109,10 @@ class GatewayService(HealthEndpoints):
         if route.response is not None:
             schema = route.response()
             if route.many:
-                result = {"items": schema.dump(result["items"], many=True),
-                          "next_cursor": result.get("next_cursor")}
+                result = {
+                    "items": schema.dump(result["items"], many=True),
+                    "next_cursor": result.get("next_cursor"),
+                }
             else:
                 result = schema.dump(result)
         return json_response(result, route.status)

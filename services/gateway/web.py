@@ -84,8 +84,9 @@ class Call:
 ROUTES: list[Route] = []
 
 
-def route(method: str, path: str, *, callers: tuple[str, ...], summary: str, tag: str,
-          **options: Any) -> Callable[[Callable[[Call], Any]], Callable[[Call], Any]]:
+def route(
+    method: str, path: str, *, callers: tuple[str, ...], summary: str, tag: str, **options: Any
+) -> Callable[[Callable[[Call], Any]], Callable[[Call], Any]]:
     def register(fn: Callable[[Call], Any]) -> Callable[[Call], Any]:
         ROUTES.append(Route(method, path, fn, callers, summary, tag, **options))
         return fn
@@ -105,8 +106,13 @@ def build_map() -> tuple[Map, dict[str, Route]]:
 class ApiError(Exception):
     """An HTTP-level refusal raised before any domain code runs."""
 
-    def __init__(self, code: str, detail: str = "", errors: dict[str, list[str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str = "",
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(code, detail)
         self.code = code
         self.detail = detail
@@ -114,11 +120,13 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def problem_response(code: str, detail: str = "", errors: Any = None,
-                     headers: dict[str, str] | None = None) -> Response:
+def problem_response(
+    code: str, detail: str = "", errors: Any = None, headers: dict[str, str] | None = None
+) -> Response:
     body = problem(code, detail, errors)
-    response = Response(json.dumps(body), status=status_for(code),
-                        mimetype="application/problem+json")
+    response = Response(
+        json.dumps(body), status=status_for(code), mimetype="application/problem+json"
+    )
     for k, v in (headers or {}).items():
         response.headers[k] = v
     if code in ("rate_limited", "service_unavailable") and "Retry-After" not in response.headers:
@@ -163,8 +171,9 @@ def load(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
     try:
         return schema_cls().load(data)
     except ValidationError as err:
-        raise ApiError("validation_failed", f"The {where} is not valid.",
-                       validation_errors(err)) from err
+        raise ApiError(
+            "validation_failed", f"The {where} is not valid.", validation_errors(err)
+        ) from err
 
 
 def read_json(request: Request) -> Any:
@@ -196,8 +205,9 @@ def json_response(payload: Any, status: int = 200) -> Response:
 class PageQuery(Schema):
     """``?limit=&cursor=`` of every list; a list's filters subclass it."""
 
-    limit = fields.Integer(load_default=DEFAULT_LIMIT,
-                           validate=validate.Range(min=1, max=MAX_LIMIT))
+    limit = fields.Integer(
+        load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT)
+    )
     cursor = fields.String(validate=validate.Length(min=1, max=512))
 
 
@@ -211,6 +221,9 @@ def expected_version(call: Call) -> int | None:
         return None
     value = header.removeprefix("W/").strip('"')
     if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) < 1:
-        raise ApiError("validation_failed", "If-Match must carry a version number.",
-                       {"If-Match": ['a version such as "3"']})
+        raise ApiError(
+            "validation_failed",
+            "If-Match must carry a version number.",
+            {"If-Match": ['a version such as "3"']},
+        )
     return int(value)

@@ -17,7 +17,6 @@ from typing import Any, cast
 
 from marshmallow import ValidationError
 from nameko.extensions import DependencyProvider
-
 from nameko.timer import timer
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert

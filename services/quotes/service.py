@@ -26,14 +26,27 @@ def _parse(schema_cls: Any, payload: Any) -> dict[str, Any]:
         return schema_cls().load(payload or {})
     except ValidationError as err:
         messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
-        raise ValidationFailed("The request is not valid.",
-                               {str(k): [str(m) for m in v] if isinstance(v, list) else [str(v)]
-                                for k, v in messages.items()}) from err
+        raise ValidationFailed(
+            "The request is not valid.",
+            {
+                str(k): [str(m) for m in v] if isinstance(v, list) else [str(v)]
+                for k, v in messages.items()
+            },
+        ) from err
 
 
 def _str(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if v is not None and k.endswith("_id") or k in ("created_by", "assigned_to")
-                and v is not None else v) for k, v in d.items()}
+    return {
+        k: (
+            str(v)
+            if v is not None
+            and k.endswith("_id")
+            or k in ("created_by", "assigned_to")
+            and v is not None
+            else v
+        )
+        for k, v in d.items()
+    }
 
 
 def number_text(n: int) -> str:
@@ -42,14 +55,25 @@ def number_text(n: int) -> str:
 
 def to_dict(q: QuoteRequest, attachment_count: int | None = None) -> dict[str, Any]:
     out = {
-        "id": q.id, "number": number_text(q.number), "customer_id": q.customer_id,
-        "unit_id": q.unit_id, "work_order_id": q.work_order_id, "description": q.description,
-        "status": q.status, "created_by": q.created_by, "created_by_name": q.created_by_name,
+        "id": q.id,
+        "number": number_text(q.number),
+        "customer_id": q.customer_id,
+        "unit_id": q.unit_id,
+        "work_order_id": q.work_order_id,
+        "description": q.description,
+        "status": q.status,
+        "created_by": q.created_by,
+        "created_by_name": q.created_by_name,
         "created_by_customer": q.created_by_customer,
-        "visible_to_customer": q.visible_to_customer, "assigned_to": q.assigned_to,
-        "po_number": q.po_number, "decision_reason": q.decision_reason,
-        "decided_on_behalf": q.decided_on_behalf, "decided_at": q.decided_at,
-        "version": q.version, "created_at": q.created_at, "updated_at": q.updated_at,
+        "visible_to_customer": q.visible_to_customer,
+        "assigned_to": q.assigned_to,
+        "po_number": q.po_number,
+        "decision_reason": q.decision_reason,
+        "decided_on_behalf": q.decided_on_behalf,
+        "decided_at": q.decided_at,
+        "version": q.version,
+        "created_at": q.created_at,
+        "updated_at": q.updated_at,
     }
     if attachment_count is not None:
         out["attachment_count"] = attachment_count
@@ -58,12 +82,20 @@ def to_dict(q: QuoteRequest, attachment_count: int | None = None) -> dict[str, A
 
 def event_data(q: QuoteRequest, **extra: Any) -> dict[str, Any]:
     data = {
-        "quote_request_id": q.id, "number": number_text(q.number), "customer_id": q.customer_id,
-        "unit_id": q.unit_id, "work_order_id": q.work_order_id, "status": q.status,
-        "description": q.description, "assigned_to": q.assigned_to, "created_by": q.created_by,
+        "quote_request_id": q.id,
+        "number": number_text(q.number),
+        "customer_id": q.customer_id,
+        "unit_id": q.unit_id,
+        "work_order_id": q.work_order_id,
+        "status": q.status,
+        "description": q.description,
+        "assigned_to": q.assigned_to,
+        "created_by": q.created_by,
         "created_by_customer": q.created_by_customer,
-        "visible_to_customer": q.visible_to_customer, "po_number": q.po_number,
-        "reason": q.decision_reason, "version": q.version,
+        "visible_to_customer": q.visible_to_customer,
+        "po_number": q.po_number,
+        "reason": q.decision_reason,
+        "version": q.version,
     }
     data.update(extra)
     return data
@@ -82,8 +114,9 @@ def _scoped(stmt: Any, actor: Actor) -> Any:
     if scope.work_order_id is not None:
         stmt = stmt.where(QuoteRequest.work_order_id == scope.work_order_id)
     if scope.unit_ids is not None:
-        stmt = stmt.where(or_(QuoteRequest.unit_id.is_(None),
-                              QuoteRequest.unit_id.in_(list(scope.unit_ids))))
+        stmt = stmt.where(
+            or_(QuoteRequest.unit_id.is_(None), QuoteRequest.unit_id.in_(list(scope.unit_ids)))
+        )
     return stmt
 
 
@@ -98,8 +131,10 @@ def _filtered(stmt: Any, f: dict[str, Any]) -> Any:
     if f.get("q"):
         term = f["q"].strip()
         like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        conditions = [QuoteRequest.description.ilike(like, escape="\\"),
-                      QuoteRequest.po_number.ilike(like, escape="\\")]
+        conditions = [
+            QuoteRequest.description.ilike(like, escape="\\"),
+            QuoteRequest.po_number.ilike(like, escape="\\"),
+        ]
         digits = term.upper().removeprefix("Q-").lstrip("0")
         if digits.isdigit() and len(digits) < 15:
             conditions.append(QuoteRequest.number == int(digits))
@@ -168,12 +203,20 @@ class QuotesService(HealthEndpoints):
         )
         with self.db.unit_of_work() as uow:
             q = QuoteRequest(
-                number=self._next_number(uow), customer_id=new.customer_id, unit_id=new.unit_id,
-                work_order_id=new.work_order_id, description=new.description, status=new.status,
-                created_by=actor.id, created_by_kind=actor.kind, created_by_name=actor.name,
+                number=self._next_number(uow),
+                customer_id=new.customer_id,
+                unit_id=new.unit_id,
+                work_order_id=new.work_order_id,
+                description=new.description,
+                status=new.status,
+                created_by=actor.id,
+                created_by_kind=actor.kind,
+                created_by_name=actor.name,
                 created_by_customer=new.created_by_customer,
-                visible_to_customer=new.visible_to_customer, version=1,
-                created_at=utcnow(), updated_at=utcnow(),
+                visible_to_customer=new.visible_to_customer,
+                version=1,
+                created_at=utcnow(),
+                updated_at=utcnow(),
             )
             uow.session.add(q)
             uow.session.flush()
@@ -185,8 +228,9 @@ class QuotesService(HealthEndpoints):
         actor = self.ctx.require_actor()
         body = _parse(c.PatchQuoteRequest, payload)
         version = body.pop("version", None)
-        changes = {k: (str(v) if k == "assigned_to" and v is not None else v)
-                   for k, v in body.items()}
+        changes = {
+            k: (str(v) if k == "assigned_to" and v is not None else v) for k, v in body.items()
+        }
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id, lock=True)
             plan = domain.plan_patch(actor, q, changes, attachment_kinds=self._kinds(uow, q.id))
@@ -203,14 +247,20 @@ class QuotesService(HealthEndpoints):
     @rpc
     def approve_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = _parse(c.ApproveRequest, payload)
-        return self._decide(quote_id, body.get("version"),
-                            lambda actor, q: domain.approve(actor, q, body.get("po_number")))
+        return self._decide(
+            quote_id,
+            body.get("version"),
+            lambda actor, q: domain.approve(actor, q, body.get("po_number")),
+        )
 
     @rpc
     def deny_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = _parse(c.DenyRequest, payload)
-        return self._decide(quote_id, body.get("version"),
-                            lambda actor, q: domain.deny(actor, q, body.get("reason")))
+        return self._decide(
+            quote_id,
+            body.get("version"),
+            lambda actor, q: domain.deny(actor, q, body.get("reason")),
+        )
 
     @rpc
     def cancel_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -232,8 +282,12 @@ class QuotesService(HealthEndpoints):
                 q.decided_on_behalf = decision.on_behalf
                 q.decided_at = utcnow()
             self._touch(q)
-            uow.emit(decision.event, event_data(q, previous_status=previous,
-                                                author_kind=actor.kind, author_name=actor.name))
+            uow.emit(
+                decision.event,
+                event_data(
+                    q, previous_status=previous, author_kind=actor.kind, author_name=actor.name
+                ),
+            )
             return to_dict(q, self._attachment_count(uow, q.id))
 
     # --- comments ---------------------------------------------------------------------
@@ -243,8 +297,8 @@ class QuotesService(HealthEndpoints):
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
             rows = uow.session.scalars(
-                select(Comment).where(Comment.quote_request_id == q.id,
-                                      Comment.deleted_at.is_(None))
+                select(Comment)
+                .where(Comment.quote_request_id == q.id, Comment.deleted_at.is_(None))
                 .order_by(Comment.created_at, Comment.id)
             ).all()
             return [self._comment(x) for x in rows]
@@ -256,13 +310,26 @@ class QuotesService(HealthEndpoints):
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
             text = domain.validate_comment(actor, q, body["body"])
-            comment = Comment(quote_request_id=q.id, author_kind=actor.kind, author_id=actor.id,
-                              author_name=actor.name, body=text, created_at=utcnow())
+            comment = Comment(
+                quote_request_id=q.id,
+                author_kind=actor.kind,
+                author_id=actor.id,
+                author_name=actor.name,
+                body=text,
+                created_at=utcnow(),
+            )
             uow.session.add(comment)
             uow.session.flush()
-            uow.emit(domain.EVENT_COMMENT_ADDED, event_data(
-                q, comment_id=comment.id, comment_body=text, author_kind=actor.kind,
-                author_name=actor.name))
+            uow.emit(
+                domain.EVENT_COMMENT_ADDED,
+                event_data(
+                    q,
+                    comment_id=comment.id,
+                    comment_body=text,
+                    author_kind=actor.kind,
+                    author_name=actor.name,
+                ),
+            )
             return self._comment(comment)
 
     @rpc
@@ -276,8 +343,12 @@ class QuotesService(HealthEndpoints):
                 raise NotFound("No such comment.")
             comment.deleted_at = utcnow()
             comment.deleted_by = actor.id
-            uow.emit(domain.EVENT_COMMENT_DELETED, event_data(
-                q, comment_id=comment.id, author_kind=actor.kind, author_name=actor.name))
+            uow.emit(
+                domain.EVENT_COMMENT_DELETED,
+                event_data(
+                    q, comment_id=comment.id, author_kind=actor.kind, author_name=actor.name
+                ),
+            )
 
     # --- attachments ------------------------------------------------------------------
     @rpc
@@ -294,16 +365,30 @@ class QuotesService(HealthEndpoints):
             q = self._load(uow, actor, quote_id)
             kind = domain.authorize_attachment(actor, q, meta.get("kind"))
             att = Attachment(
-                quote_request_id=q.id, kind=kind, filename=meta["filename"],
-                content_type=meta["content_type"], size=int(meta["size"]),
-                sha256=meta["sha256"], uploaded_by=actor.id, uploaded_by_kind=actor.kind,
-                uploaded_by_name=actor.name, created_at=utcnow(),
+                quote_request_id=q.id,
+                kind=kind,
+                filename=meta["filename"],
+                content_type=meta["content_type"],
+                size=int(meta["size"]),
+                sha256=meta["sha256"],
+                uploaded_by=actor.id,
+                uploaded_by_kind=actor.kind,
+                uploaded_by_name=actor.name,
+                created_at=utcnow(),
             )
             uow.session.add(att)
             uow.session.flush()
-            uow.emit(domain.EVENT_ATTACHMENT_ADDED, event_data(
-                q, attachment_id=att.id, filename=att.filename, attachment_kind=kind,
-                author_kind=actor.kind, author_name=actor.name))
+            uow.emit(
+                domain.EVENT_ATTACHMENT_ADDED,
+                event_data(
+                    q,
+                    attachment_id=att.id,
+                    filename=att.filename,
+                    attachment_kind=kind,
+                    author_kind=actor.kind,
+                    author_name=actor.name,
+                ),
+            )
             return self._attachment(att)
 
     @rpc
@@ -312,7 +397,8 @@ class QuotesService(HealthEndpoints):
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
             rows = uow.session.scalars(
-                select(Attachment).where(Attachment.quote_request_id == q.id)
+                select(Attachment)
+                .where(Attachment.quote_request_id == q.id)
                 .order_by(Attachment.created_at, Attachment.id)
             ).all()
             return [self._attachment(a) for a in rows]
@@ -335,8 +421,9 @@ class QuotesService(HealthEndpoints):
             return None
         return uow.session.scalars(select(model).where(model.id == row_id)).first()
 
-    def _load(self, uow: UnitOfWork, actor: Actor, quote_id: str, lock: bool = False
-              ) -> QuoteRequest:
+    def _load(
+        self, uow: UnitOfWork, actor: Actor, quote_id: str, lock: bool = False
+    ) -> QuoteRequest:
         if not is_uuid(quote_id):
             raise NotFound("No such quote request.")
         stmt = select(QuoteRequest).where(QuoteRequest.id == quote_id)
@@ -350,20 +437,29 @@ class QuotesService(HealthEndpoints):
 
     @staticmethod
     def _kinds(uow: UnitOfWork, quote_id: str) -> list[str]:
-        return list(uow.session.scalars(
-            select(Attachment.kind).where(Attachment.quote_request_id == quote_id).distinct()))
+        return list(
+            uow.session.scalars(
+                select(Attachment.kind).where(Attachment.quote_request_id == quote_id).distinct()
+            )
+        )
 
     @staticmethod
     def _attachment_count(uow: UnitOfWork, quote_id: str) -> int:
-        return uow.session.scalar(
-            select(func.count()).select_from(Attachment)
-            .where(Attachment.quote_request_id == quote_id)) or 0
+        return (
+            uow.session.scalar(
+                select(func.count())
+                .select_from(Attachment)
+                .where(Attachment.quote_request_id == quote_id)
+            )
+            or 0
+        )
 
     @staticmethod
     def _next_number(uow: UnitOfWork) -> int:
         # One row per tenant, bumped atomically: numbers are gap-free per commit order.
         bumped = uow.session.execute(
-            update(QuoteCounter).values(last_number=QuoteCounter.last_number + 1)
+            update(QuoteCounter)
+            .values(last_number=QuoteCounter.last_number + 1)
             .returning(QuoteCounter.last_number)
         ).scalar()
         if bumped is None:
@@ -379,15 +475,30 @@ class QuotesService(HealthEndpoints):
 
     @staticmethod
     def _comment(x: Comment) -> dict[str, Any]:
-        return c.CommentSchema().dump({
-            "id": x.id, "quote_request_id": x.quote_request_id, "author_kind": x.author_kind,
-            "author_id": x.author_id, "author_name": x.author_name, "body": x.body,
-            "created_at": x.created_at})
+        return c.CommentSchema().dump(
+            {
+                "id": x.id,
+                "quote_request_id": x.quote_request_id,
+                "author_kind": x.author_kind,
+                "author_id": x.author_id,
+                "author_name": x.author_name,
+                "body": x.body,
+                "created_at": x.created_at,
+            }
+        )
 
     @staticmethod
     def _attachment(a: Attachment) -> dict[str, Any]:
-        return c.AttachmentSchema().dump({
-            "id": a.id, "quote_request_id": a.quote_request_id, "kind": a.kind,
-            "filename": a.filename, "content_type": a.content_type, "size": a.size,
-            "sha256": a.sha256, "uploaded_by_name": a.uploaded_by_name,
-            "created_at": a.created_at})
+        return c.AttachmentSchema().dump(
+            {
+                "id": a.id,
+                "quote_request_id": a.quote_request_id,
+                "kind": a.kind,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+                "uploaded_by_name": a.uploaded_by_name,
+                "created_at": a.created_at,
+            }
+        )
