@@ -17,7 +17,14 @@ from kit.context import RequestContext, new_request_id
 from kit.health import HealthEndpoints
 from kit.observability import Metrics
 from kit.providers import Database, Rpc
-from services.gateway import api_auth, api_directory, api_notify, api_quotes, api_staff  # noqa: F401
+from services.gateway import (  # noqa: F401
+    api_accounts,
+    api_auth,
+    api_directory,
+    api_notify,
+    api_quotes,
+    api_staff,
+)
 from services.gateway.auth import Authenticator
 from services.gateway.models import metadata
 from services.gateway.openapi import openapi_document
