@@ -42,5 +42,5 @@ class HealthEndpoints:
         return Response(json.dumps(body), status=200 if ready else 503, mimetype="application/json")
 
     @http("GET", "/metrics")
-    def metrics(self, request: Any) -> Response:
+    def prometheus_metrics(self, request: Any) -> Response:
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

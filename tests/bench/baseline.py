@@ -1,0 +1,54 @@
+"""Baseline for the gateway benchmark: one plain process serving the same read straight
+from PostgreSQL (eventlet WSGI + green psycopg2, no broker, no auth, no RPC)."""
+
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+
+import psycopg2  # noqa: E402
+import psycopg2.pool  # noqa: E402
+from eventlet import wsgi  # noqa: E402
+from eventlet.support.psycopg2_patcher import make_psycopg_green  # noqa: E402
+
+make_psycopg_green()
+DSN, PORT = sys.argv[1], int(sys.argv[2])
+pool = psycopg2.pool.ThreadedConnectionPool(1, 20, DSN)
+COLUMNS = "id, number, customer_id, description, status, created_at, updated_at, version"
+
+
+def app(environ, start_response):  # type: ignore[no-untyped-def]
+    path = environ["PATH_INFO"].rstrip("/")
+    conn = pool.getconn()
+    try:
+        with conn.cursor() as cur:
+            if path == "/quote-requests":
+                cur.execute(
+                    f"select {COLUMNS} from quotes.quote_requests order by created_at desc, id desc limit 50"
+                )
+                rows = cur.fetchall()
+                body = {"items": [dict(zip(COLUMNS.split(", "), r, strict=True)) for r in rows]}
+            else:
+                cur.execute(
+                    f"select {COLUMNS} from quotes.quote_requests where id = %s",
+                    (path.rsplit("/", 1)[-1],),
+                )
+                row = cur.fetchone()
+                body = dict(zip(COLUMNS.split(", "), row, strict=True)) if row else {}
+        conn.commit()
+    finally:
+        pool.putconn(conn)
+    data = json.dumps(body, default=str).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
+    return [data]
+
+
+wsgi.server(
+    eventlet.listen(("127.0.0.1", PORT), backlog=1024), app, log_output=False, max_size=1000
+)
