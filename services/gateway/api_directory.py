@@ -425,9 +425,9 @@ def list_units(call: Call) -> Any:
 def create_unit(call: Call) -> Any:
     domain.require_directory_writer(call.require_actor())
     b = call.body
-    domain.raise_if(domain.check_unit(b["make"], b["model"], b["serial"], b["fleet_number"]))
     with call.gw.db.unit_of_work() as uow:
-        customer = fetch(uow, Customer, call.path["id"])
+        customer = fetch(uow, Customer, call.path["id"])  # scope first: 404 before 422
+        domain.raise_if(domain.check_unit(b["make"], b["model"], b["serial"], b["fleet_number"]))
         unit = Unit(customer_id=customer.id, **b)
         uow.session.add(unit)
         uow.session.flush()
