@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import amqp.exceptions
 from kombu import Connection, Exchange, Queue
+from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher
-from nameko.messaging import Consumer
+from nameko.messaging import Consumer, QueueConsumer
 from sqlalchemy import select, update
 
 from contracts.catalogue import (
@@ -172,6 +174,32 @@ def _ago(seconds: float) -> Any:
     return utcnow() - timedelta(seconds=seconds)
 
 
+# What a lost broker connection raises: the socket's own errors (a broken pipe on an
+# ack), amqp's connection errors and kombu's wrapper around both.
+BROKER_ERRORS = (OSError, amqp.exceptions.ConnectionError, OperationalError)
+
+
+class SafeQueueConsumer(QueueConsumer):
+    """nameko's queue consumer, but an ack or requeue that meets a connection already
+    gone is only logged. nameko catches amqp's ``ConnectionError`` there but not the
+    socket's own (``BrokenPipeError``), which escaped and killed the whole service
+    when the broker dropped while a worker was finishing. An unacked message is given
+    back by the broker when the connection dies, and every consumer here is idempotent.
+    """
+
+    def ack_message(self, message: Any) -> None:
+        try:
+            super().ack_message(message)
+        except BROKER_ERRORS as exc:
+            log.warning("could not ack (connection lost; the broker redelivers): %s", exc)
+
+    def requeue_message(self, message: Any) -> None:
+        try:
+            super().requeue_message(message)
+        except BROKER_ERRORS as exc:
+            log.warning("could not requeue (connection lost; the broker redelivers): %s", exc)
+
+
 class EventConsumer(Consumer):
     """Consumes a service's event queue; on failure retries with back-off, then dead-letters.
 
@@ -179,6 +207,8 @@ class EventConsumer(Consumer):
     handler returned (its unit of work has committed) or after it was re-queued to a
     retry tier or the DLQ, so a crash at any point means redelivery, never loss.
     """
+
+    queue_consumer = SafeQueueConsumer()
 
     def __init__(self, service: str, **kwargs: Any) -> None:
         self.service = service

@@ -6,17 +6,24 @@ import logging
 from typing import Any
 
 import eventlet
+from kombu.exceptions import OperationalError
 from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider
+from nameko.rpc import ReplyListener, RpcConsumer, RpcProxy
 from nameko.rpc import Rpc as NamekoRpc
-from nameko.rpc import RpcProxy
 from sqlalchemy import MetaData
 
 from kit.config import Settings, load
 from kit.context import Context
 from kit.db import DatabaseCore, UnitOfWork
 from kit.errors import DomainError, ServiceUnavailable
-from kit.messaging import EventPublisher, publish_committed, relay_once
+from kit.messaging import (
+    BROKER_ERRORS,
+    EventPublisher,
+    SafeQueueConsumer,
+    publish_committed,
+    relay_once,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +109,7 @@ class _TimedService:
                 reply = method_proxy.call_async(*args, **kwargs)
             except UnknownService as exc:
                 raise ServiceUnavailable(f"the {self._service} service is not running") from exc
-            except OSError as exc:
+            except (OSError, OperationalError) as exc:  # kombu wraps the socket's errors
                 raise ServiceUnavailable("the message broker is unreachable") from exc
             with eventlet.Timeout(self._timeout, False):
                 return reply.result()
@@ -111,9 +118,15 @@ class _TimedService:
         return call
 
 
+class _ReplyListener(ReplyListener):
+    queue_consumer = SafeQueueConsumer()
+
+
 class Rpc(RpcProxy):
     """RPC with a timeout. The request also expires in the broker after the timeout, so a
     service that comes back late never acts on a call whose caller already gave up."""
+
+    rpc_reply_listener = _ReplyListener()
 
     def __init__(self, target_service: str, timeout: float | None = None, **options: Any) -> None:
         self._timeout = timeout if timeout is not None else load().rpc_timeout
@@ -124,6 +137,44 @@ class Rpc(RpcProxy):
         return _TimedService(super().get_dependency(worker_ctx), self._timeout, self.target_service)
 
 
+class _RpcConsumer(RpcConsumer):
+    """Runs each RPC call at most once, and survives the broker going away mid-call.
+
+    A request the broker redelivers was delivered before and never acked: the
+    connection died while (or before) a worker ran it, so it may already be applied,
+    typically with its reply lost. Running it again would apply a command twice (a
+    second comment, a second quote) or answer a first approval with ``409``; instead the
+    caller is told ``service_unavailable`` (503), the same answer as for a timeout, and
+    decides whether to retry. A reply that cannot be sent because the broker is gone is
+    logged, not raised: raised, it killed the whole service.
+    """
+
+    queue_consumer = SafeQueueConsumer()
+
+    def handle_message(self, body: Any, message: Any) -> None:
+        if message.delivery_info.get("redelivered"):
+            log.warning(
+                "refusing redelivered RPC %s: it may already have been applied",
+                message.delivery_info.get("routing_key"),
+            )
+            error = DomainError(
+                "service_unavailable",
+                "The call was interrupted by a broker failure and may or may not have been "
+                "applied; read the resource before retrying.",
+            )
+            self.handle_result(message, None, (DomainError, error, None))
+            return
+        super().handle_message(body, message)
+
+    def handle_result(self, message: Any, result: Any, exc_info: Any) -> Any:
+        try:
+            return super().handle_result(message, result, exc_info)
+        except BROKER_ERRORS as exc:
+            log.warning("could not send an RPC reply (broker unreachable): %s", exc)
+            self.queue_consumer.ack_message(message)
+            return result, exc_info
+
+
 class DomainRpc(NamekoRpc):
     """``@rpc`` whose domain errors reach the caller as ``DomainError(code, detail, errors)``.
 
@@ -132,10 +183,15 @@ class DomainRpc(NamekoRpc):
     class carrying its stable code.
     """
 
+    rpc_consumer = _RpcConsumer()
+
     def handle_result(self, message: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
         if exc_info is not None and isinstance(exc_info[1], DomainError):
             err = exc_info[1]
-            exc_info = (DomainError, DomainError(err.code, err.detail, err.errors), exc_info[2])
+            # ``errors`` travels as a mapping ({} for none): nameko would send None as "None".
+            wire = DomainError(err.code, err.detail or "", err.errors)
+            wire.args = (wire.code, wire.detail, wire.errors or {})
+            exc_info = (DomainError, wire, exc_info[2])
         return super().handle_result(message, worker_ctx, result, exc_info)
 
 

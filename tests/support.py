@@ -3,12 +3,15 @@ run, so runs never collide; real PostgreSQL and RabbitMQ, never mocks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -217,3 +220,117 @@ def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.2) -> Any:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+class TcpProxy:
+    """A TCP forwarder ``127.0.0.1:<port>`` -> ``target``, to take a dependency away
+    from the processes that connect through it, and only from them.
+
+    ``cut()`` resets every live connection and resets new ones as they arrive (a
+    broker that went away); ``restore()`` forwards again. Threads, no asyncio: it lives
+    in the test process next to blocking HTTP calls.
+    """
+
+    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5672) -> None:
+        self.target = (target_host, target_port)
+        self._lock = threading.Lock()
+        self._live: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        self.accepted = 0  # connections forwarded since start
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self._listener.settimeout(0.2)
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def live(self) -> int:
+        """Open client connections (each also has its upstream half)."""
+        with self._lock:
+            return len(self._live) // 2
+
+    def cut(self) -> int:
+        """Reset every live connection and refuse new ones; returns how many were cut."""
+        with self._lock:
+            self._cut = True
+            victims = list(self._live)
+            self._live.clear()
+        for sock in victims:
+            _reset(sock)
+        return len(victims) // 2
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._thread.join(timeout=2)
+        self._listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._closed:
+                    return
+                continue
+            client.settimeout(None)
+            if self._cut:
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._cut:
+                    refused = True
+                else:
+                    refused = False
+                    self._live.update((client, upstream))
+                    self.accepted += 1
+            if refused:
+                _reset(client)
+                _reset(upstream)
+                continue
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._live.discard(src)
+                self._live.discard(dst)
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST (linger 0), waking any thread blocked on the socket."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

@@ -11,6 +11,7 @@ channel) by ``delivery_key``, which also travels as a message header.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from services.notify.models import Delivery
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 100
+# How long a claim holds a row before the sweep may hand it to another sender. The
+# default suits production; tests that kill a sender shorten it to see the take-over.
+LEASE_SECONDS = float(os.environ.get("NOTIFY_LEASE_SECONDS", domain.LEASE_SECONDS))
 
 DELIVERIES = Counter(
     "portico_notify_deliveries_total",
@@ -98,7 +102,7 @@ def _claim(core: DatabaseCore, where: Any) -> list[Any]:
                 .where(where)
                 .values(
                     status="sending",
-                    lease_until=func.now() + timedelta(seconds=domain.LEASE_SECONDS),
+                    lease_until=func.now() + timedelta(seconds=LEASE_SECONDS),
                     attempts=_T.c.attempts + 1,
                 )
                 .returning(*_CLAIMED)
