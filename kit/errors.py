@@ -25,6 +25,10 @@ class DomainError(Exception):
         detail: str = "",
         errors: dict[str, list[str]] | None = None,
     ) -> None:
+        # nameko's RPC serialiser stringifies every argument that is not a string, dict
+        # or list: a missing ``errors`` arrives as the text "None", never as a mapping.
+        if not isinstance(errors, dict) or not errors:
+            errors = None
         super().__init__(code or self.code, detail, errors)
         self.code = code or self.code
         self.detail = detail

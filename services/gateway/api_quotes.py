@@ -25,7 +25,7 @@ from werkzeug.wsgi import wrap_file
 
 from contracts import quotes as c
 from kit.csvout import to_csv
-from kit.uploads import MAX_UPLOAD_BYTES, check_upload, sanitize_filename
+from kit.uploads import ALLOWED_TYPES, MAX_UPLOAD_BYTES, check_upload, sanitize_filename
 from services.gateway.models import Customer
 from services.gateway.web import (
     ANY_CALLER,
@@ -34,6 +34,7 @@ from services.gateway.web import (
     ApiError,
     Call,
     json_response,
+    refuse_chunked,
     route,
 )
 
@@ -43,6 +44,8 @@ ATTACHMENT_KINDS = ("attachment", "quote_document")
 MULTIPART_OVERHEAD = 64 * 1024
 MAX_UPLOAD_REQUEST_BYTES = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
 DOWNLOAD_CHUNK = 64 * 1024
+# A download is served as the type its bytes were accepted as (octet-stream if unknown).
+DOWNLOAD_TYPES = (*sorted(ALLOWED_TYPES), "application/octet-stream")
 
 CSV_COLUMNS = (
     "number", "status", "created_by_customer", "customer", "description", "assigned_to",
@@ -392,6 +395,7 @@ def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
     """(bytes, declared type, file name, kind) of a multipart upload, size-capped
     before a byte of the body is read."""
     request = call.request
+    refuse_chunked(request)
     length = request.content_length
     if length is not None and length > MAX_UPLOAD_REQUEST_BYTES:
         raise ApiError(
@@ -480,7 +484,7 @@ def list_attachments(call: Call) -> Any:
     callers=ANY_CALLER,
     summary="Download an attached file",
     tag=TAG,
-    content="application/octet-stream",
+    content=DOWNLOAD_TYPES,
 )
 def download_attachment(call: Call) -> Any:
     meta = call.gw.quotes.get_attachment(call.path["id"], call.path["aid"])

@@ -66,8 +66,9 @@ def _operation(route: Route) -> dict[str, Any]:
     else:
         op["security"] = []
     if route.body is not None:
+        # No body reads as {} (web.read_json): it is required only if a field is.
         op["requestBody"] = {
-            "required": True,
+            "required": any(f.required for f in route.body().fields.values()),
             "content": {"application/json": {"schema": route.body}},
         }
     if route.multipart:
@@ -92,7 +93,8 @@ def _operation(route: Route) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": route.summary}
     if route.status != 204:
         if route.content != "application/json":
-            ok["content"] = {route.content: {"schema": {"type": "string"}}}
+            media = (route.content,) if isinstance(route.content, str) else route.content
+            ok["content"] = {m: {"schema": {"type": "string"}} for m in media}
         elif route.response is not None and route.many:
             ok["content"] = {
                 "application/json": {

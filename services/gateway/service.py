@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from nameko.web.handlers import http
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Request, Response
 
 from kit.blobs import Blobs
@@ -29,6 +29,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.models import metadata
 from services.gateway.openapi import openapi_document
 from services.gateway.web import (
+    API_PREFIX,
     ApiError,
     Call,
     build_map,
@@ -44,6 +45,7 @@ from services.gateway.web import (
 log = logging.getLogger(__name__)
 URLS, ROUTES_BY_ENDPOINT = build_map()
 METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 
 
 class GatewayService(HealthEndpoints):
@@ -57,7 +59,7 @@ class GatewayService(HealthEndpoints):
     blobs = Blobs()
     metrics = Metrics()
 
-    @http("GET", "/api/v1/openapi.json")
+    @http("GET", OPENAPI_PATH)
     def openapi(self, request: Request) -> Response:
         return json_response(openapi_document())
 
@@ -82,7 +84,16 @@ class GatewayService(HealthEndpoints):
         )
         return response
 
+    @http(METHODS, "/")
+    @http(METHODS, "/<path:path>")
+    def outside_api(self, request: Request, path: str = "") -> Response:
+        """Anything outside ``/api/v1`` and the health endpoints: a problem+json 404
+        like any other, never the web server's HTML page."""
+        return self.api(request, path)
+
     def _dispatch(self, request: Request) -> Response:
+        if request.path == OPENAPI_PATH:  # GET is served by `openapi` above
+            raise MethodNotAllowed(valid_methods=["GET", "HEAD"])
         adapter = URLS.bind("", url_scheme="http")
         endpoint, path_args = adapter.match(request.path, method=request.method)
         route = ROUTES_BY_ENDPOINT[endpoint]

@@ -17,7 +17,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.exceptions import BadRequest, MethodNotAllowed, NotFound, RequestEntityTooLarge
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from kit.context import Actor
@@ -51,13 +51,15 @@ class Route:
     response: type[Schema] | None = None
     many: bool = False  # response is a list page {items, next_cursor}
     status: int = 200
-    content: str = "application/json"  # response media type
+    content: str | tuple[str, ...] = "application/json"  # response media type(s)
     multipart: bool = False
     errors: tuple[int, ...] = ()
 
     @property
     def werkzeug_path(self) -> str:
-        return self.path.replace("{", "<").replace("}", ">")
+        # Every path parameter is an id (a UUID, as the OpenAPI document says), so
+        # /quote-requests/summary can never be taken for /quote-requests/{id}.
+        return re.sub(r"{(\w+)}", r"<id:\1>", self.path)
 
     @property
     def endpoint(self) -> str:
@@ -94,13 +96,20 @@ def route(
     return register
 
 
+class IdConverter(BaseConverter):
+    """A path segment that is a UUID, passed on as the text it was sent as."""
+
+    regex = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+
+
 def build_map() -> tuple[Map, dict[str, Route]]:
     rules = []
     by_endpoint = {}
     for r in ROUTES:
         rules.append(Rule(API_PREFIX + r.werkzeug_path, methods=[r.method], endpoint=r.endpoint))
         by_endpoint[r.endpoint] = r
-    return Map(rules, strict_slashes=False, merge_slashes=False), by_endpoint
+    urls = Map(rules, strict_slashes=False, merge_slashes=False, converters={"id": IdConverter})
+    return urls, by_endpoint
 
 
 class ApiError(Exception):
@@ -144,7 +153,10 @@ def error_response(exc: BaseException) -> Response:
     if isinstance(exc, NotFound):
         return problem_response("not_found", "No such resource.")
     if isinstance(exc, MethodNotAllowed):
-        return problem_response("method_not_allowed", "Method not allowed on this resource.")
+        allowed = {"Allow": ", ".join(sorted(exc.valid_methods))} if exc.valid_methods else {}
+        return problem_response(
+            "method_not_allowed", "Method not allowed on this resource.", headers=allowed
+        )
     if isinstance(exc, RequestEntityTooLarge):
         return problem_response("payload_too_large", "The request body is too large.")
     if isinstance(exc, BadRequest):  # werkzeug's parsing errors, e.g. ClientDisconnected
@@ -167,26 +179,75 @@ def validation_errors(err: ValidationError) -> dict[str, list[str]]:
     return out
 
 
+def nul_fields(data: Any) -> list[str]:
+    """Dotted names of the strings in ``data`` that contain a NUL character, which
+    PostgreSQL cannot store in text (it would be a database error, not a 422). Walks
+    without recursion: a body may nest as deep as the JSON parser allows."""
+    found: set[str] = set()
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.add(where or "_schema")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key).replace("\x00", "\\0")
+                if name != str(key):
+                    found.add(f"{where}.{name}" if where else name)
+                stack.append((f"{where}.{name}" if where else name, item))
+        elif isinstance(value, list | tuple):
+            stack.extend(
+                (f"{where}.{i}" if where else str(i), item) for i, item in enumerate(value)
+            )
+    return sorted(found)
+
+
 def load(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
     try:
-        return schema_cls().load(data)
+        loaded = schema_cls().load(data)
     except ValidationError as err:
         raise ApiError(
             "validation_failed", f"The {where} is not valid.", validation_errors(err)
         ) from err
+    bad = nul_fields(loaded)
+    if bad:
+        raise ApiError(
+            "validation_failed",
+            f"The {where} is not valid.",
+            {name: ["must not contain NUL characters"] for name in bad},
+        )
+    return loaded
+
+
+def refuse_chunked(request: Request) -> None:
+    """A body without a Content-Length (chunked) is refused: the WSGI server does not
+    mark such input as terminated, so werkzeug would read it as empty and the request
+    would be handled as if no body had been sent."""
+    if (
+        request.content_length is None
+        and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    ):
+        raise ApiError("malformed_request", "Send the body with a Content-Length header.")
 
 
 def read_json(request: Request) -> Any:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise ApiError("payload_too_large", "JSON bodies are limited to 1 MiB.")
-    raw = request.get_data(cache=True)
+    refuse_chunked(request)
+    request.max_content_length = MAX_JSON_BYTES  # also enforced while reading
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge as exc:
+        raise ApiError("payload_too_large", "JSON bodies are limited to 1 MiB.") from exc
     if not raw:
         return {}
     if request.mimetype != "application/json":
         raise ApiError("unsupported_media_type", "Send the body as application/json.")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the parser goes, e.g. 100 000 "[".
         raise ApiError("malformed_request", "The body is not valid JSON.") from exc
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -25,6 +25,8 @@ from services.gateway import api_quotes as q
 from services.gateway.web import ROUTES, ApiError, Call, build_map, error_response, load
 
 QID = "6f1c1d1e-5b0a-4c44-9d0b-0a8f3c9d7e11"
+CID = "0c0c1d1e-5b0a-4c44-9d0b-0a8f3c9d7e12"
+AID = "0a0a1d1e-5b0a-4c44-9d0b-0a8f3c9d7e13"
 CUSTOMER = "0b7e5c52-1d8e-4b8a-8a35-2f1b7d7b6a01"
 OTHER_CUSTOMER = "9a0e3f0c-7b3c-4f5e-8b8c-3b5c1f1e2d02"
 PDF = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n%%EOF\n"
@@ -280,15 +282,15 @@ def test_csv_falls_back_to_the_customer_id_without_a_name():
         ),
         (
             "DELETE",
-            f"/quote-requests/{QID}/comments/c1",
+            f"/quote-requests/{QID}/comments/{CID}",
             "DELETE /quote-requests/{id}/comments/{cid}",
-            {"id": QID, "cid": "c1"},
+            {"id": QID, "cid": CID},
         ),
         (
             "GET",
-            f"/quote-requests/{QID}/attachments/a1",
+            f"/quote-requests/{QID}/attachments/{AID}",
             "GET /quote-requests/{id}/attachments/{aid}",
-            {"id": QID, "aid": "a1"},
+            {"id": QID, "aid": AID},
         ),
     ],
 )
@@ -297,6 +299,18 @@ def test_static_segments_win_over_the_id(method, path, endpoint, args):
     adapter = urls.bind("", url_scheme="http")
     assert adapter.match("/api/v1" + path, method=method) == (endpoint, args)
     assert endpoint in by_endpoint
+
+
+def test_an_id_segment_only_matches_a_uuid():
+    adapter = build_map()[0].bind("", url_scheme="http")
+    # PATCH exists for /quote-requests/{id}, but "summary" is not an id: 405, not a 404
+    # from looking up a quote request called "summary".
+    with pytest.raises(MethodNotAllowed) as err:
+        adapter.match("/api/v1/quote-requests/summary", method="PATCH")
+    assert set(err.value.valid_methods or ()) == {"GET", "HEAD"}
+    for path in ("/quote-requests/42", f"/quote-requests/{QID}/comments/c1", "/customers/x"):
+        with pytest.raises(NotFound):
+            adapter.match("/api/v1" + path, method="GET")
 
 
 def test_every_quote_route_of_the_contract_is_registered_with_its_callers():

@@ -1,4 +1,4 @@
-"""The list and concurrency plumbing shared by every route: cursors, pages, If-Match."""
+"""The plumbing shared by every route: cursors, pages, If-Match, request bodies, errors."""
 
 from __future__ import annotations
 
@@ -6,18 +6,23 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from kit.errors import ValidationFailed
 from services.gateway.web import (
+    MAX_JSON_BYTES,
     ApiError,
     Call,
     PageQuery,
     decode_cursor,
     encode_cursor,
+    error_response,
     expected_version,
     load,
+    nul_fields,
+    read_json,
 )
 
 ROW = str(uuid.UUID(int=7))
@@ -84,3 +89,59 @@ def test_malformed_if_match(header: str) -> None:
     with pytest.raises(ApiError) as err:
         expected_version(call_with({}, header))
     assert err.value.code == "validation_failed"
+
+
+# --- request bodies and error responses (found by tests/test_fuzz_openapi.py) -------------
+def json_request(data: bytes, **headers: str) -> Request:
+    builder = EnvironBuilder(
+        method="POST", data=data, headers={"Content-Type": "application/json", **headers}
+    )
+    return Request(builder.get_environ())
+
+
+def test_json_nested_deeper_than_the_parser_is_malformed_not_a_crash() -> None:
+    with pytest.raises(ApiError) as err:
+        read_json(json_request(b"[" * 100_000))
+    assert err.value.code == "malformed_request"
+
+
+def test_json_over_one_mebibyte_is_too_large() -> None:
+    body = b'{"name": "' + b"a" * MAX_JSON_BYTES + b'"}'
+    with pytest.raises(ApiError) as err:
+        read_json(json_request(body))
+    assert err.value.code == "payload_too_large"
+
+
+def test_chunked_body_is_refused_rather_than_read_as_empty() -> None:
+    environ = EnvironBuilder(
+        method="PATCH",
+        data=b'{"name": "x"}',
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    with pytest.raises(ApiError) as err:
+        read_json(Request(environ))
+    assert err.value.code == "malformed_request"
+
+
+def test_nul_characters_are_a_validation_error_naming_the_field() -> None:
+    assert nul_fields({"a": "ok", "b": ["x", "y\x00"], "c": {"d": "\x00"}, "e\x00": 1}) == [
+        "b.1",
+        "c.d",
+        "e\\0",
+    ]
+    deep: object = "\x00"
+    for _ in range(5000):  # deeper than Python recursion
+        deep = [deep]
+    assert nul_fields(deep) == ["0." * 4999 + "0"]
+    with pytest.raises(ApiError) as err:
+        load(PageQuery, {"cursor": "ab\x00c"}, "query")
+    assert err.value.code == "validation_failed"
+    assert err.value.errors == {"cursor": ["must not contain NUL characters"]}
+
+
+def test_method_not_allowed_names_the_allowed_methods() -> None:
+    response = error_response(MethodNotAllowed(valid_methods=["PATCH", "GET", "HEAD"]))
+    assert response.status_code == 405
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Allow"] == "GET, HEAD, PATCH"
