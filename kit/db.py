@@ -156,7 +156,10 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         sa_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per unit of work. A connection that died
+        # (database restart) fails one call, which becomes 503 (see ``unavailable``),
+        # and SQLAlchemy invalidates the pool so the next call reconnects.
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": "portico"},
     )
@@ -236,6 +239,16 @@ class UnitOfWork:
             .returning(self._processed.c.event_id)
         )
         return result.first() is not None
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True for errors that mean "the database is unreachable right now" (retry later)."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class DatabaseCore:

@@ -25,6 +25,7 @@ from werkzeug.wsgi import wrap_file
 
 from contracts import quotes as c
 from kit.csvout import to_csv
+from kit.schemas import shared
 from kit.uploads import ALLOWED_TYPES, MAX_UPLOAD_BYTES, check_upload, sanitize_filename
 from services.gateway.models import Customer
 from services.gateway.web import (
@@ -146,7 +147,7 @@ def revive(schema_cls: type[Schema], item: Mapping[str, Any]) -> dict[str, Any]:
     """An RPC result (already dumped by the service) made dumpable again by
     ``schema_cls``: ISO timestamps back into datetimes, everything else as is."""
     out = dict(item)
-    for name, field in schema_cls().fields.items():
+    for name, field in shared(schema_cls).fields.items():
         value = out.get(name)
         if isinstance(field, fields.DateTime) and isinstance(value, str):
             out[name] = datetime.fromisoformat(value)
@@ -184,7 +185,7 @@ def with_customer_names(call: Call, items: list[dict[str, Any]]) -> list[dict[st
 def quote_response(call: Call, item: Mapping[str, Any], status: int = 200) -> Response:
     """One quote request with its customer's name and an ``ETag`` of its version."""
     (enriched,) = with_customer_names(call, [dict(item)])
-    body = c.QuoteRequestSchema().dump(revive(c.QuoteRequestSchema, enriched))
+    body = shared(c.QuoteRequestSchema).dump(revive(c.QuoteRequestSchema, enriched))
     response = json_response(body, status)
     if body.get("version") is not None:
         response.headers["ETag"] = f'"{body["version"]}"'

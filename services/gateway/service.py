@@ -17,6 +17,7 @@ from kit.context import RequestContext, new_request_id
 from kit.health import HealthEndpoints
 from kit.observability import Metrics
 from kit.providers import Database, Rpc
+from kit.schemas import shared
 from services.gateway import (  # noqa: F401
     api_accounts,
     api_auth,
@@ -125,7 +126,7 @@ class GatewayService(HealthEndpoints):
         if route.status == 204:
             return Response(status=204)
         if route.response is not None:
-            schema = route.response()
+            schema = shared(route.response)
             if route.many:
                 result = {
                     "items": schema.dump(result["items"], many=True),

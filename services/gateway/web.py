@@ -21,12 +21,14 @@ from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from kit.context import Actor
+from kit.db import unavailable
 from kit.errors import DomainError, problem, status_for
 from kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from kit.pagination import decode_cursor as decode_cursor  # re-exported for route modules
 from kit.pagination import encode_cursor as encode_cursor
 from kit.pagination import page as page
 from kit.pagination import split as split
+from kit.schemas import shared
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,10 @@ def error_response(exc: BaseException) -> Response:
         return problem_response(exc.code, exc.detail, exc.errors, exc.headers)
     if isinstance(exc, DomainError):
         return problem_response(exc.code, exc.detail, exc.errors)
+    if unavailable(exc):
+        return problem_response(
+            "service_unavailable", "The database is unreachable; retry shortly."
+        )
     if isinstance(exc, NotFound):
         return problem_response("not_found", "No such resource.")
     if isinstance(exc, MethodNotAllowed):
@@ -205,7 +211,7 @@ def nul_fields(data: Any) -> list[str]:
 
 def load(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
     try:
-        loaded = schema_cls().load(data)
+        loaded = shared(schema_cls).load(data)
     except ValidationError as err:
         raise ApiError(
             "validation_failed", f"The {where} is not valid.", validation_errors(err)

@@ -17,13 +17,14 @@ from kit.health import HealthEndpoints
 from kit.ids import is_uuid
 from kit.observability import Metrics
 from kit.providers import Database, rpc
+from kit.schemas import shared
 from services.quotes import domain
 from services.quotes.models import Attachment, Comment, QuoteCounter, QuoteRequest, metadata
 
 
 def _parse(schema_cls: Any, payload: Any) -> dict[str, Any]:
     try:
-        return schema_cls().load(payload or {})
+        return shared(schema_cls).load(payload or {})
     except ValidationError as err:
         messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
         raise ValidationFailed(
@@ -77,7 +78,7 @@ def to_dict(q: QuoteRequest, attachment_count: int | None = None) -> dict[str, A
     }
     if attachment_count is not None:
         out["attachment_count"] = attachment_count
-    return c.QuoteRequestSchema().dump(out)
+    return shared(c.QuoteRequestSchema).dump(out)
 
 
 def event_data(q: QuoteRequest, **extra: Any) -> dict[str, Any]:
@@ -475,7 +476,7 @@ class QuotesService(HealthEndpoints):
 
     @staticmethod
     def _comment(x: Comment) -> dict[str, Any]:
-        return c.CommentSchema().dump(
+        return shared(c.CommentSchema).dump(
             {
                 "id": x.id,
                 "quote_request_id": x.quote_request_id,
@@ -489,7 +490,7 @@ class QuotesService(HealthEndpoints):
 
     @staticmethod
     def _attachment(a: Attachment) -> dict[str, Any]:
-        return c.AttachmentSchema().dump(
+        return shared(c.AttachmentSchema).dump(
             {
                 "id": a.id,
                 "quote_request_id": a.quote_request_id,
