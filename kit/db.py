@@ -155,7 +155,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
     return create_engine(
         sa_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max(2, pool_size // 4),
         # No pre-ping: it costs a round trip per unit of work. A connection that died
         # (database restart) fails one call, which becomes 503 (see ``unavailable``),
         # and SQLAlchemy invalidates the pool so the next call reconnects.

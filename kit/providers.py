@@ -68,7 +68,12 @@ class Database(DependencyProvider):
 
     def setup(self) -> None:
         self.settings = load()
-        self.core = DatabaseCore(self.settings.service_database_url(self.service), self.metadata)
+        # One connection per concurrent worker (+ the relay): fewer means overflow
+        # connections opened and closed per request, the costliest thing a call can do.
+        workers = int(self.container.config.get("max_workers", 10))
+        self.core = DatabaseCore(
+            self.settings.service_database_url(self.service), self.metadata, pool_size=workers + 2
+        )
         if self.core.outbox is not None:
             self.publisher = EventPublisher(self.settings.amqp_uri)
             core = self.core
