@@ -10,20 +10,23 @@ eventlet.monkey_patch()
 import json  # noqa: E402
 import sys  # noqa: E402
 
+import eventlet.queue  # noqa: E402
 import psycopg2  # noqa: E402
-import psycopg2.pool  # noqa: E402
 from eventlet import wsgi  # noqa: E402
 from eventlet.support.psycopg2_patcher import make_psycopg_green  # noqa: E402
 
 make_psycopg_green()
 DSN, PORT = sys.argv[1], int(sys.argv[2])
-pool = psycopg2.pool.ThreadedConnectionPool(1, 20, DSN)
+# A green queue of connections: waiting for one yields to other requests.
+pool: eventlet.queue.LightQueue = eventlet.queue.LightQueue()
+for _ in range(20):
+    pool.put(psycopg2.connect(DSN))
 COLUMNS = "id, number, customer_id, description, status, created_at, updated_at, version"
 
 
 def app(environ, start_response):  # type: ignore[no-untyped-def]
     path = environ["PATH_INFO"].rstrip("/")
-    conn = pool.getconn()
+    conn = pool.get()
     try:
         with conn.cursor() as cur:
             if path == "/quote-requests":
@@ -41,7 +44,7 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
                 body = dict(zip(COLUMNS.split(", "), row, strict=True)) if row else {}
         conn.commit()
     finally:
-        pool.putconn(conn)
+        pool.put(conn)
     data = json.dumps(body, default=str).encode()
     start_response(
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
