@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from kombu import Connection
-from nameko.web.handlers import http
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.wrappers import Response
 
 from kit.config import load
+from kit.http import http
 
 
 def broker_reachable(amqp_uri: str, timeout: float = 2.0) -> bool:

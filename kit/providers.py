@@ -145,6 +145,9 @@ class Rpc(RpcProxy):
         self._timeout = timeout if timeout is not None else load().rpc_timeout
         options.setdefault("expiration", self._timeout)
         options.setdefault("delivery_mode", TransientPublisher.delivery_mode)
+        # No confirm round trip either: a request the broker loses ends as this call's
+        # timeout (503), the same answer confirms would have given, only later.
+        options.setdefault("use_confirms", False)
         super().__init__(target_service, **options)
 
     def get_dependency(self, worker_ctx: Any) -> _TimedService:

@@ -8,13 +8,13 @@ import logging
 import time
 from typing import Any
 
-from nameko.web.handlers import http
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Request, Response
 
 from kit.blobs import Blobs
 from kit.context import RequestContext, new_request_id
 from kit.health import HealthEndpoints
+from kit.http import http
 from kit.observability import Metrics
 from kit.providers import Database, Rpc
 from kit.schemas import shared
