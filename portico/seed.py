@@ -8,6 +8,7 @@ import requests
 from sqlalchemy import select
 
 from kit.config import Settings
+from kit.context import PORTAL_PERMISSIONS
 from kit.db import DatabaseCore
 from kit.messaging import EventPublisher, publish_committed
 from services.gateway import domain
@@ -23,16 +24,6 @@ DEMO_STAFF = [
     ("tech@demo.portico.local", "Terry", "Technician", ["technician"]),
 ]
 DEMO_PORTAL = "fleet@acme.example"
-
-
-def staff_event(user: StaffUser) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "name": f"{user.first_name} {user.last_name}",
-        "email": user.email,
-        "roles": list(user.roles),
-        "active": user.active,
-    }
 
 
 def create_tenant(
@@ -80,7 +71,7 @@ def create_tenant(
             uow.session.add(admin)
             uow.session.flush()
             uow.emit("directory.tenant.created", {"id": tenant_id, "slug": slug, "name": name})
-            uow.emit("directory.staff_user.created", staff_event(admin))
+            uow.emit("directory.staff_user.created", domain.staff_user_event(admin))
         return tenant_id
     finally:
         core.dispose()
@@ -193,15 +184,7 @@ def seed_demo(settings: Settings, base_url: str) -> dict[str, Any]:
             "last_name": "Fleetmanager",
             "password": DEMO_PASSWORD,
             "contact_id": contact["id"],
-            "permissions": [
-                "quotes.request",
-                "quotes.approve",
-                "bookings.request",
-                "estimates.approve",
-                "invoices.authorize",
-                "payments.make",
-                "history.view",
-            ],
+            "permissions": list(PORTAL_PERMISSIONS),
         },
     )
     api.post(

@@ -163,4 +163,6 @@ def patch_me(call: Call) -> Any:
         subject.last_name = b["last_name"].strip()
         if "time_zone" in b:
             subject.time_zone = b["time_zone"]
+        if actor.is_staff:  # other services keep staff names (e.g. in emails)
+            uow.emit("directory.staff_user.updated", domain.staff_user_event(subject))
         return _me(call, subject)

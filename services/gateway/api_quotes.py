@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote as percent_encode
 
-from marshmallow import Schema, fields
+from marshmallow import Schema
 from sqlalchemy import select
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wrappers import Response
@@ -36,6 +36,7 @@ from services.gateway.web import (
     Call,
     json_response,
     refuse_chunked,
+    revive,
     route,
 )
 
@@ -140,17 +141,6 @@ def json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = value.isoformat()
         else:
             out[key] = value
-    return out
-
-
-def revive(schema_cls: type[Schema], item: Mapping[str, Any]) -> dict[str, Any]:
-    """An RPC result (already dumped by the service) made dumpable again by
-    ``schema_cls``: ISO timestamps back into datetimes, everything else as is."""
-    out = dict(item)
-    for name, field in shared(schema_cls).fields.items():
-        value = out.get(name)
-        if isinstance(field, fields.DateTime) and isinstance(value, str):
-            out[name] = datetime.fromisoformat(value)
     return out
 
 

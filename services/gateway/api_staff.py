@@ -75,16 +75,7 @@ class UserPatch(UserFields):
 
 
 def _user_event(uow: Any, event: str, user: StaffUser) -> None:
-    uow.emit(
-        event,
-        {
-            "id": user.id,
-            "name": domain.full_name(user.first_name, user.last_name),
-            "email": user.email,
-            "roles": list(user.roles),
-            "active": user.active,
-        },
-    )
+    uow.emit(event, domain.staff_user_event(user))
 
 
 def _user_values(body: dict[str, Any]) -> dict[str, Any]:

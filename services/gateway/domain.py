@@ -375,3 +375,14 @@ def action_items(quotes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
     items.sort(key=lambda i: (i["created_at"], i["id"]), reverse=True)
     return items
+
+
+def staff_user_event(user: Any) -> dict[str, Any]:
+    """Data of ``directory.staff_user.*``: what other services keep about staff."""
+    return {
+        "id": user.id,
+        "name": full_name(user.first_name, user.last_name),
+        "email": user.email,
+        "roles": list(user.roles),
+        "active": user.active,
+    }

@@ -38,6 +38,7 @@ from services.gateway.web import (
     json_response,
     query_dict,
     read_json,
+    revive,
 )
 from services.gateway.web import (
     load as load_schema,
@@ -129,11 +130,13 @@ class GatewayService(HealthEndpoints):
             schema = shared(route.response)
             if route.many:
                 result = {
-                    "items": schema.dump(result["items"], many=True),
+                    "items": schema.dump(
+                        [revive(route.response, x) for x in result["items"]], many=True
+                    ),
                     "next_cursor": result.get("next_cursor"),
                 }
             else:
-                result = schema.dump(result)
+                result = schema.dump(revive(route.response, result))
         return json_response(result, route.status)
 
 

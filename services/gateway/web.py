@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -294,3 +295,17 @@ def expected_version(call: Call) -> int | None:
             {"If-Match": ['a version such as "3"']},
         )
     return int(value)
+
+
+def revive(schema_cls: type[Schema], item: Any) -> Any:
+    """Make an RPC result (already dumped by its service, timestamps as ISO text)
+    dumpable again by ``schema_cls``; ORM objects and other values pass unchanged.
+    The response schema is then the single definition of what the client gets."""
+    if not isinstance(item, Mapping):
+        return item
+    out = dict(item)
+    for name, declared in shared(schema_cls).fields.items():
+        value = out.get(name)
+        if isinstance(declared, fields.DateTime) and isinstance(value, str):
+            out[name] = datetime.fromisoformat(value)
+    return out
