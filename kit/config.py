@@ -63,7 +63,8 @@ class Settings:
             return self.database_url
         if self.production:
             raise ConfigError(f"{service.upper()}_DATABASE_URL or DATABASE_URL is required")
-        return with_user(self.admin_database_url, f"portico_{service}")
+        password = self.raw.get(f"{service.upper()}_DB_PASSWORD") or None
+        return with_user(self.admin_database_url, f"portico_{service}", password)
 
     def port(self, service: str) -> int:
         return int(self.raw.get("PORT") or DEFAULT_PORTS.get(service, 8090))

@@ -14,17 +14,66 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
+from kit.config import SERVICES
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 AMQP_BASE = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 MGMT = os.environ.get("TEST_RABBIT_MGMT", "http://guest:guest@127.0.0.1:15672")
 BIN = Path(sys.executable).parent
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 3
+        ):
+            return True
+    except OSError:
+        return False
+
+
+_containers: list[Any] = []
+
+
+def ensure_infrastructure() -> None:
+    """Use the machine's PostgreSQL and RabbitMQ; where they are missing but a Docker
+    engine runs, start both with testcontainers (once per test process)."""
+    global PG_ADMIN, AMQP_BASE, MGMT
+    if _containers or (_reachable(PG_ADMIN, 5432) and _reachable(AMQP_BASE, 5672)):
+        return
+    from portico.infra import docker_engine_available
+
+    if not docker_engine_available():
+        raise RuntimeError(
+            f"PostgreSQL ({PG_ADMIN}) or RabbitMQ ({AMQP_BASE}) is not reachable and no Docker "
+            "engine runs for testcontainers: start them, or set TEST_PG_URL / TEST_AMQP_URL."
+        )
+    import atexit
+
+    from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.community.rabbitmq import RabbitMqContainer
+
+    pg = PostgresContainer(
+        "postgres:16", username="postgres", password="postgres", dbname="postgres", driver=None
+    ).start()
+    mq = RabbitMqContainer("rabbitmq:3.13-management", username="guest", password="guest").start()
+    _containers.extend([pg, mq])
+    atexit.register(lambda: [c.stop() for c in _containers])
+    PG_ADMIN = pg.get_connection_url().rsplit("/", 1)[0]
+    host = mq.get_container_host_ip()
+    AMQP_BASE = f"amqp://guest:guest@{host}:{mq.get_exposed_port(5672)}"
+    MGMT = f"http://guest:guest@{host}:{mq.get_exposed_port(15672)}"
 
 
 def free_port() -> int:
@@ -34,6 +83,12 @@ def free_port() -> int:
 
 
 def make_vhost(name: str) -> None:
+    if _containers:
+        _containers[1].exec(["rabbitmqctl", "add_vhost", name])
+        _containers[1].exec(
+            ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"]
+        )
+        return
     if shutil.which("rabbitmqctl"):
         subprocess.run(
             ["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True, timeout=60
@@ -50,6 +105,9 @@ def make_vhost(name: str) -> None:
 
 
 def drop_vhost(name: str) -> None:
+    if _containers:
+        _containers[1].exec(["rabbitmqctl", "delete_vhost", name])
+        return
     if shutil.which("rabbitmqctl"):
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)
     else:
@@ -80,6 +138,7 @@ class Environment:
     """A private database + vhost + ports + var folders for one test session."""
 
     def __init__(self, tmp: Path) -> None:
+        ensure_infrastructure()
         self.run_id = uuid.uuid4().hex[:10]
         self.db_name = f"portico_t_{self.run_id}"
         self.vhost = f"portico-t-{self.run_id}"
@@ -92,6 +151,7 @@ class Environment:
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PORTICO_ENV": "development",
+            **{f"{svc.upper()}_DB_PASSWORD": f"pw-{svc}-{self.run_id}" for svc in SERVICES},
             "PORTICO_TEST_RUN": self.run_id,
             "ADMIN_DATABASE_URL": self.admin_url,
             "AMQP_URI": self.amqp_uri,
@@ -334,3 +394,25 @@ def _reset(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+@contextlib.contextmanager
+def scratch_database(*services: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A private database with the services' migrations applied, dropped afterwards.
+    Yields the admin URL and, per service, the URL of its own (RLS-bound) role."""
+    from kit.config import with_user
+    from kit.migrate import ensure_database, upgrade
+
+    ensure_infrastructure()
+    name = f"portico_t_{uuid.uuid4().hex[:12]}"
+    admin = f"{PG_ADMIN}/{name}"
+    ensure_database(admin)
+    try:
+        urls = {}
+        for service in services:
+            password = f"pw-{service}-{name}"
+            upgrade(service, admin, password)
+            urls[service] = with_user(admin, f"portico_{service}", password)
+        yield admin, urls
+    finally:
+        drop_database(admin, name)

@@ -28,8 +28,8 @@ import kit.config
 from kit.db import sa_url
 from portico.devmail import read_mailbox
 from portico.seed import DEMO_PASSWORD, DEMO_PORTAL, DEMO_STAFF, DEMO_TENANT, seed_demo
+from tests import support
 from tests.support import (
-    AMQP_BASE,
     ROOT,
     Client,
     Environment,
@@ -104,7 +104,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     tmp = tmp_path_factory.mktemp("faults")
     env = Environment(tmp)
-    broker = urlsplit(AMQP_BASE)
+    broker = urlsplit(support.AMQP_BASE)
     proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
     base_env = {**env.env, "NOTIFY_LEASE_SECONDS": str(LEASE_SECONDS)}
     cluster = Cluster(env, proxy, {**base_env, "AMQP_URI": _via(proxy, env.amqp_uri)})

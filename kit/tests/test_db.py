@@ -9,30 +9,22 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select, text
 
-from kit.config import with_user
 from kit.context import Actor
 from kit.db import DatabaseCore, TenantScopeError
-from kit.migrate import upgrade
 from services.quotes.models import QuoteRequest, metadata, outbox
-from tests.support import PG_ADMIN, drop_database
+from tests.support import scratch_database
 
 A, B = str(uuid.uuid4()), str(uuid.uuid4())
 
 
 @pytest.fixture(scope="module")
 def core() -> Iterator[DatabaseCore]:
-    name = f"portico_t_{uuid.uuid4().hex[:10]}"
-    admin = f"{PG_ADMIN}/{name}"
-    from kit.migrate import ensure_database
-
-    ensure_database(admin)
-    upgrade("quotes", admin)
-    db = DatabaseCore(with_user(admin, "portico_quotes"), metadata, pool_size=2)
-    try:
-        yield db
-    finally:
-        db.dispose()
-        drop_database(admin, name)
+    with scratch_database("quotes") as (_admin, urls):
+        db = DatabaseCore(urls["quotes"], metadata, pool_size=2)
+        try:
+            yield db
+        finally:
+            db.dispose()
 
 
 def _quote(**kw: object) -> QuoteRequest:

@@ -19,11 +19,9 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import create_engine, select, text
 
 from contracts.events import make_envelope, parse_envelope
-from kit.config import with_database, with_user
 from kit.context import ACTOR_KEY, Actor, Context
 from kit.db import DatabaseCore, sa_url
 from kit.errors import Forbidden, ValidationFailed
-from kit.migrate import ensure_database, upgrade
 from kit.providers import WorkerDb
 from portico.devmail import DevMailServer
 from services.notify import domain
@@ -45,8 +43,8 @@ from services.notify.service import (
     delivery_page,
     handle_event,
 )
+from tests.support import scratch_database
 
-SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PORTAL = "https://portal.test"
 FROM = "Portico <no-reply@portico.test>"
 
@@ -55,30 +53,19 @@ FROM = "Portico <no-reply@portico.test>"
 
 
 @pytest.fixture(scope="module")
-def admin_url():
-    name = f"portico_t_{uuid.uuid4().hex[:12]}"
-    url = with_database(SERVER_URL, name)
-    ensure_database(url)
-    try:
-        upgrade("notify", url)
-        yield url
-    finally:
-        server = create_engine(sa_url(SERVER_URL), isolation_level="AUTOCOMMIT")
-        with server.connect() as conn:
-            conn.execute(
-                text(
-                    "select pg_terminate_backend(pid) from pg_stat_activity"
-                    " where datname = :d and pid <> pg_backend_pid()"
-                ),
-                {"d": name},
-            )
-            conn.execute(text(f'drop database if exists "{name}"'))
-        server.dispose()
+def database():
+    with scratch_database("notify") as (admin, urls):
+        yield admin, urls["notify"]
 
 
 @pytest.fixture(scope="module")
-def core(admin_url):
-    core = DatabaseCore(with_user(admin_url, "portico_notify"), metadata, pool_size=2)
+def admin_url(database):
+    return database[0]
+
+
+@pytest.fixture(scope="module")
+def core(database):
+    core = DatabaseCore(database[1], metadata, pool_size=2)
     yield core
     core.dispose()
 
