@@ -84,3 +84,23 @@ def test_quote_request_from_customer_to_inbox(system):
 
     deliveries = advisor.get("/deliveries", params={"limit": 200}).json()["items"]
     assert any(d["status"] == "sent" and d["channel"] == "email" for d in deliveries)
+
+
+def test_every_process_serves_health_readiness_and_metrics(system):
+    import requests
+
+    for service in ("gateway", "quotes", "notify"):
+        base = f"http://127.0.0.1:{system.env.ports[service]}"
+        assert requests.get(base + "/healthz", timeout=5).json() == {"status": "ok"}
+        ready = requests.get(base + "/readyz", timeout=5).json()
+        assert ready == {"status": "ready", "checks": {"database": "up", "broker": "up"}}
+        metrics = requests.get(base + "/metrics", timeout=10).text
+        assert (
+            f'portico_entrypoint_seconds_count{{entrypoint="readyz",service="{service}"}}'
+            in metrics
+        )
+        if service != "notify":  # services with an outbox report its lag
+            assert f'portico_outbox_unpublished{{service="{service}"}}' in metrics
+    notify = requests.get(f"http://127.0.0.1:{system.env.ports['notify']}/metrics", timeout=10).text
+    assert 'portico_queue_depth{queue="portico.notify.events",service="notify"}' in notify
+    assert 'portico_queue_depth{queue="portico.notify.dead",service="notify"}' in notify
