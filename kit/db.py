@@ -297,6 +297,25 @@ class DatabaseCore:
             for hook in self.after_commit:
                 hook(uow.emitted)
 
+    def read(self, tenant_id: str, model: type[TenantScoped], stmt: Any) -> list[Any]:
+        """One SELECT on a plain connection, for per-request hot paths.
+
+        Skips the ORM session, which cost about half of the gateway's CPU per request.
+        The tenant filter is added here, as the ORM scoping does, and RLS checks it again.
+        """
+        stmt = stmt.where(model.tenant_id == tenant_id)  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            conn.execute(
+                text(
+                    "select set_config('portico.tenant_id', :t, true),"
+                    " set_config('portico.system', 'off', true)"
+                ),
+                {"t": tenant_id},
+            )
+            rows = list(conn.execute(stmt).all())
+            conn.commit()
+        return rows
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:

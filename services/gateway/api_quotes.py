@@ -158,10 +158,10 @@ def customer_names(call: Call, customer_ids: Iterable[str | None]) -> dict[str, 
     ids = sorted({str(i) for i in customer_ids if i})
     if not ids:
         return {}
-    with call.gw.db.unit_of_work() as uow:
-        rows = uow.session.execute(
-            select(Customer.id, Customer.name).where(Customer.id.in_(ids))
-        ).all()
+    actor = call.require_actor()
+    rows = call.gw.db.core.read(
+        actor.tenant_id, Customer, select(Customer.id, Customer.name).where(Customer.id.in_(ids))
+    )
     return {str(row_id): name for row_id, name in rows}
 
 

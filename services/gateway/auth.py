@@ -71,15 +71,16 @@ class AuthCore:
         if actor is None:
             raise _unauthenticated("The token does not describe a caller.")
         # Revocation: logout, refresh-token reuse or a disabled account end the session now.
-        with core.unit_of_work(tenant_id=actor.tenant_id) as uow:
-            alive = uow.session.execute(
-                select(AuthSession.id).where(
-                    AuthSession.id == claims["sid"],
-                    AuthSession.revoked_at.is_(None),
-                    AuthSession.expires_at > utcnow(),
-                )
-            ).first()
-        if alive is None:
+        alive = core.read(
+            actor.tenant_id,
+            AuthSession,
+            select(AuthSession.id).where(
+                AuthSession.id == claims["sid"],
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > utcnow(),
+            ),
+        )
+        if not alive:
             raise _unauthenticated("This session has ended.")
         return actor, claims
 

@@ -20,6 +20,7 @@ from werkzeug.wrappers import Request
 
 from contracts import quotes as c
 from kit.blobs import BlobStore
+from kit.context import Actor
 from kit.errors import Forbidden, UnsupportedMediaType
 from services.gateway import api_quotes as q
 from services.gateway.web import ROUTES, ApiError, Call, build_map, error_response, load
@@ -95,9 +96,14 @@ class FakeDb:
 
         self.session = Session()
 
+        self.core = self  # hot-path reads go through DatabaseCore.read
+
     @contextmanager
     def unit_of_work(self) -> Any:
         yield self
+
+    def read(self, tenant_id: str, model: Any, stmt: Any) -> list[tuple[str, str]]:
+        return self.session.execute(stmt.where(model.tenant_id == tenant_id)).all()
 
 
 def _flat(value: Any) -> list[Any]:
@@ -122,8 +128,11 @@ def make_call(
     **builder: Any,
 ) -> Call:
     request = Request(EnvironBuilder(method=method, path="/api/v1/x", **builder).get_environ())
+    staff = Actor(
+        kind="staff", id=str(uuid.uuid4()), tenant_id=str(uuid.uuid4()), roles=("advisor",)
+    )
     return Call(
-        request=request, gw=gw, path=path or {}, query=query or {}, body=body or {}, actor=None
+        request=request, gw=gw, path=path or {}, query=query or {}, body=body or {}, actor=staff
     )
 
 
