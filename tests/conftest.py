@@ -48,3 +48,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         env.close()
         if code not in (0, None):
             print(proc.output(), file=sys.stderr)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the shared broker run last, after everything that uses it."""
+    items.sort(key=lambda item: item.get_closest_marker("broker_restart") is not None)

@@ -10,6 +10,8 @@ RabbitMQ through a :class:`TcpProxy`, so the outage is theirs alone.
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -260,10 +262,13 @@ N_APPROVALS = 30
 OUTAGE_SECONDS = 4.0
 
 
-def test_broker_outage_during_a_stream_of_approvals(cluster: Cluster) -> None:
+def _approvals_through_an_outage(
+    cluster: Cluster, tag: str, outage: Any, *, after: int = N_APPROVALS // 3, pace: float = 0.0
+) -> None:
+    """A stream of approvals while ``outage()`` takes the broker away and back."""
     portal, advisor = cluster.portal(), cluster.staff("advisor")
     contacts = _contact_ids(cluster)
-    quotes = _prepare_for_approval(portal, advisor, N_APPROVALS, "outage")
+    quotes = _prepare_for_approval(portal, advisor, N_APPROVALS, tag)
     ids = [q["id"] for q in quotes]
 
     attempts: dict[str, list[int]] = {qid: [] for qid in ids}
@@ -276,6 +281,7 @@ def test_broker_outage_during_a_stream_of_approvals(cluster: Cluster) -> None:
         client = Client(cluster.base, portal.token)  # a session per thread, same login
         seen = attempts[qid]
         deadline = time.monotonic() + 60
+        time.sleep(pace * i / 4)  # spread the stream over the outage (4 client threads)
         try:
             while True:
                 t0 = time.monotonic()
@@ -309,10 +315,9 @@ def test_broker_outage_during_a_stream_of_approvals(cluster: Cluster) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(approve, i, qid) for i, qid in enumerate(ids)]
         try:
-            for _ in range(N_APPROVALS // 3):  # a third went through: the broker goes away
+            for _ in range(after):  # some went through: the broker goes away
                 finished.acquire(timeout=60)
-            cut = cluster.proxy.cut()
-            time.sleep(OUTAGE_SECONDS)
+            cut = outage()
         finally:
             cluster.proxy.restore()
         for future in futures:
@@ -326,7 +331,7 @@ def test_broker_outage_during_a_stream_of_approvals(cluster: Cluster) -> None:
         f"{sum(1 for s in attempts.values() if s[-1] == 409)} met their applied attempt; "
         f"slow or failed (quote, status, s): {sorted(slow)}"
     )
-    assert cut > 0, "the outage must cut live broker connections"
+    assert cut > 0, "the outage must end live broker connections"
     assert failed > 0, "the outage must have hit the stream of approvals"
     assert not transport_errors, transport_errors
 
@@ -359,6 +364,36 @@ def test_broker_outage_during_a_stream_of_approvals(cluster: Cluster) -> None:
     assert set(counts) == expected
     duplicated = {k: v for k, v in counts.items() if v != 1}
     assert not duplicated, duplicated
+
+
+def test_broker_outage_during_a_stream_of_approvals(cluster: Cluster) -> None:
+    def cut_network() -> int:
+        cut = cluster.proxy.cut()
+        time.sleep(OUTAGE_SECONDS)
+        return cut
+
+    _approvals_through_an_outage(cluster, "outage", cut_network)
+
+
+@pytest.mark.broker_restart
+@pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None, reason="needs the local broker's rabbitmqctl"
+)
+def test_rabbitmq_stopped_and_restarted_during_a_stream_of_approvals(cluster: Cluster) -> None:
+    """The real thing: the broker application stops and starts again (durable queues and
+    persistent events must survive it). Runs last in the session: it disturbs every
+    connection to this broker."""
+
+    def restart_broker() -> int:
+        live = cluster.proxy.live
+        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
+        time.sleep(OUTAGE_SECONDS)
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
+        subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True, timeout=120)
+        return live
+
+    # stopping the broker takes seconds: start early and pace the stream so it spans it
+    _approvals_through_an_outage(cluster, "restart", restart_broker, after=2, pace=0.6)
 
 
 N_COMMENTS = 40
