@@ -7,6 +7,7 @@ so copies are competing consumers and the broker spreads the work.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 from typing import Any
 
@@ -37,6 +38,9 @@ def nameko_config(service: str) -> dict[str, Any]:
 
 
 def run(service: str) -> None:
+    # eventlet's green DNS resolver (dnspython) costs ~18 MB per process; hosts are
+    # resolved only when pooled connections open, so the OS resolver is enough.
+    os.environ.setdefault("EVENTLET_NO_GREENDNS", "yes")
     import eventlet
 
     eventlet.monkey_patch()  # before anything opens a socket

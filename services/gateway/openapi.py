@@ -7,8 +7,6 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from services.gateway.web import API_PREFIX, ROUTES, Route
@@ -140,6 +138,10 @@ def _operation(route: Route) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
+    # imported on first use: every gateway process pays its memory only if asked
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
     spec = APISpec(
         title="Portico API",
         version="1.0.0",
