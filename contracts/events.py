@@ -13,6 +13,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from kit.schemas import shared
+
 EXCHANGE = "portico.events"
 
 
@@ -139,7 +141,7 @@ def validate_data(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         schema_cls = EVENTS[event_type][0]
     except KeyError as exc:
         raise UnknownEvent(event_type) from exc
-    schema = schema_cls()
+    schema = shared(schema_cls)
     loaded = schema.load(data)
     return schema.dump(loaded)
 
@@ -175,5 +177,5 @@ def parse_envelope(body: Any) -> dict[str, Any]:
     """Validate an incoming envelope (raises marshmallow.ValidationError)."""
     if not isinstance(body, dict):
         raise ValidationError("event body is not an object")
-    EnvelopeSchema().load(body)
+    shared(EnvelopeSchema).load(body)
     return body

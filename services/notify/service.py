@@ -96,7 +96,7 @@ def handle_event(
         if event["type"].startswith("directory."):
             _copy_directory_fact(uow, event, data)
             return []
-        if event["type"].startswith("quote_request."):
+        if event["type"] in domain.NOTIFICATION_RULES:  # others notify nobody: no lookups
             return _store_deliveries(uow, renderer, {**event, "data": data}, portal_base)
         return []
 
