@@ -23,7 +23,7 @@ from sqlalchemy import MetaData
 
 from kit.config import Settings, load
 from kit.context import Context
-from kit.db import DatabaseCore, UnitOfWork, unavailable
+from kit.db import DatabaseCore, unavailable
 from kit.errors import DomainError, ServiceUnavailable
 from kit.messaging import (
     BROKER_ERRORS,
@@ -103,9 +103,6 @@ class Database(DependencyProvider):
     def get_dependency(self, worker_ctx: Any) -> WorkerDb:
         assert self.core is not None
         return WorkerDb(self.core, Context(worker_ctx))
-
-
-UnitOfWorkT = UnitOfWork
 
 
 class _TimedService:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text
 
 from kit.context import Actor
 from kit.db import DatabaseCore, TenantScopeError
@@ -142,3 +142,23 @@ def test_emit_validates_the_payload_against_its_contract(core: DatabaseCore) -> 
 
     with pytest.raises(ValidationError), core.unit_of_work(tenant_id=A) as uow:
         uow.emit("quote_request.created", {"number": "Q-1"})
+
+
+def test_every_table_with_a_tenant_is_under_forced_row_level_security() -> None:
+    with scratch_database("gateway", "quotes", "notify") as (admin, _urls):
+        from kit.db import sa_url
+
+        engine = create_engine(sa_url(admin))
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "select n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity"
+                    " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                    " join pg_attribute a on a.attrelid = c.oid and a.attname = 'tenant_id'"
+                    " where c.relkind = 'r' and n.nspname in ('gateway', 'quotes', 'notify')"
+                )
+            ).all()
+        engine.dispose()
+    assert len(rows) >= 15
+    unprotected = [name for name, enabled, forced in rows if not (enabled and forced)]
+    assert not unprotected, unprotected

@@ -156,16 +156,3 @@ class RateLimit(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     count: Mapped[int] = mapped_column(Integer, default=0)
-
-
-TENANT_TABLES = (
-    "tenant_settings",
-    "staff_users",
-    "customers",
-    "contacts",
-    "units",
-    "portal_accounts",
-    "auth_sessions",
-    "refresh_tokens",
-)
-INFRA_TABLES = ("outbox", "processed_events")

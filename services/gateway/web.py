@@ -29,7 +29,7 @@ from kit.pagination import decode_cursor as decode_cursor  # re-exported for rou
 from kit.pagination import encode_cursor as encode_cursor
 from kit.pagination import page as page
 from kit.pagination import split as split
-from kit.schemas import shared
+from kit.schemas import shared, validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -170,20 +170,6 @@ def error_response(exc: BaseException) -> Response:
         return problem_response("malformed_request", "The request could not be read.")
     log.exception("unhandled error in gateway", exc_info=exc)
     return problem_response("internal_error", "Something went wrong on our side.")
-
-
-def validation_errors(err: ValidationError) -> dict[str, list[str]]:
-    messages = err.messages
-    if isinstance(messages, list):
-        return {"_schema": [str(m) for m in messages]}
-    out: dict[str, list[str]] = {}
-    for key, value in messages.items():
-        if isinstance(value, dict):
-            for sub, msgs in validation_errors(ValidationError(value)).items():
-                out[f"{key}.{sub}"] = msgs
-        else:
-            out[str(key)] = [str(m) for m in (value if isinstance(value, list) else [value])]
-    return out
 
 
 def nul_fields(data: Any) -> list[str]:

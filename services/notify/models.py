@@ -145,7 +145,3 @@ class TemplateOverride(TenantScoped, Base):
         UniqueConstraint("tenant_id", "event_type", "part"),
         CheckConstraint("part in ('subject', 'text', 'html', 'sms')", name="part"),
     )
-
-
-TENANT_TABLES = ("tenants", "customers", "contacts", "staff", "template_overrides")
-SYSTEM_READABLE_TABLES = ("deliveries", "outbox", "processed_events")

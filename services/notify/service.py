@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
-from marshmallow import ValidationError
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from sqlalchemy import Table, func, select
@@ -27,12 +26,13 @@ from kit import pagination
 from kit.config import load
 from kit.context import Actor, RequestContext
 from kit.db import DatabaseCore, UnitOfWork
-from kit.errors import Forbidden, ValidationFailed
+from kit.errors import Forbidden
 from kit.health import HealthEndpoints
 from kit.ids import new_id
 from kit.messaging import event_consumer
 from kit.observability import Metrics
 from kit.providers import Database, WorkerDb, rpc
+from kit.schemas import load as load_payload
 from services.notify import domain
 from services.notify.channels import Renderer
 from services.notify.models import (
@@ -195,23 +195,11 @@ def _store_deliveries(
 # ------------------------------------------------------------------------- reading
 
 
-def _parse(schema_cls: Any, payload: Any) -> dict[str, Any]:
-    try:
-        return schema_cls().load(payload or {})
-    except ValidationError as err:
-        messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
-        errors = {
-            str(k): [str(m) for m in (v if isinstance(v, list) else [v])]
-            for k, v in messages.items()
-        }
-        raise ValidationFailed("The request is not valid.", errors) from err
-
-
 def delivery_page(uow: UnitOfWork, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
     """The staff delivery log of the actor's tenant, newest first."""
     if not actor.is_staff:
         raise Forbidden("Only staff can read the delivery log.")
-    f = _parse(c.DeliveryListQuery, query)
+    f = load_payload(c.DeliveryListQuery, query)
     stmt = select(Delivery)
     for key in ("status", "channel", "event_type"):
         if f.get(key):

@@ -94,6 +94,3 @@ class Attachment(TenantScoped, Base):
     uploaded_by_kind: Mapped[str] = mapped_column(String(16))
     uploaded_by_name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-TENANT_TABLES = ("quote_counters", "quote_requests", "comments", "attachments")

@@ -5,35 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import ValidationError
 from sqlalchemy import func, or_, select, update
 
 from contracts import quotes as c
 from kit import pagination
 from kit.context import Actor, RequestContext
 from kit.db import UnitOfWork, utcnow
-from kit.errors import NotFound, ValidationFailed
+from kit.errors import NotFound
 from kit.health import HealthEndpoints
 from kit.ids import is_uuid
 from kit.observability import Metrics
 from kit.providers import Database, rpc
-from kit.schemas import shared
+from kit.schemas import load, shared
 from services.quotes import domain
 from services.quotes.models import Attachment, Comment, QuoteCounter, QuoteRequest, metadata
-
-
-def _parse(schema_cls: Any, payload: Any) -> dict[str, Any]:
-    try:
-        return shared(schema_cls).load(payload or {})
-    except ValidationError as err:
-        messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
-        raise ValidationFailed(
-            "The request is not valid.",
-            {
-                str(k): [str(m) for m in v] if isinstance(v, list) else [str(v)]
-                for k, v in messages.items()
-            },
-        ) from err
 
 
 def _str(d: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +139,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def list_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        f = _parse(c.QuoteListQuery, query)
+        f = load(c.QuoteListQuery, query)
         with self.db.unit_of_work() as uow:
             stmt = _filtered(_scoped(select(QuoteRequest), actor), f)
             stmt, limit = pagination.page(stmt, QuoteRequest, f.get("limit"), f.get("cursor"))
@@ -164,7 +149,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def export_quote_requests(self, query: dict[str, Any], max_rows: int = 10000) -> list[dict]:
         actor = self.ctx.require_actor()
-        f = _parse(c.QuoteFilters, query)
+        f = load(c.QuoteFilters, query)
         with self.db.unit_of_work() as uow:
             stmt = _filtered(_scoped(select(QuoteRequest), actor), f)
             stmt = stmt.order_by(QuoteRequest.created_at.desc(), QuoteRequest.id.desc())
@@ -174,7 +159,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def summarize_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        f = _parse(c.QuoteFilters, query)
+        f = load(c.QuoteFilters, query)
         f.pop("status", None)  # tabs count every status under the other filters
         with self.db.unit_of_work() as uow:
             stmt = select(QuoteRequest.status, func.count()).group_by(QuoteRequest.status)
@@ -193,7 +178,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def create_quote_request(self, payload: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        body = _parse(c.CreateQuoteRequest, payload)
+        body = load(c.CreateQuoteRequest, payload)
         new = domain.prepare_create(
             actor,
             description=body.get("description"),
@@ -227,7 +212,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def update_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        body = _parse(c.PatchQuoteRequest, payload)
+        body = load(c.PatchQuoteRequest, payload)
         version = body.pop("version", None)
         changes = {
             k: (str(v) if k == "assigned_to" and v is not None else v) for k, v in body.items()
@@ -247,7 +232,7 @@ class QuotesService(HealthEndpoints):
 
     @rpc
     def approve_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = _parse(c.ApproveRequest, payload)
+        body = load(c.ApproveRequest, payload)
         return self._decide(
             quote_id,
             body.get("version"),
@@ -256,7 +241,7 @@ class QuotesService(HealthEndpoints):
 
     @rpc
     def deny_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = _parse(c.DenyRequest, payload)
+        body = load(c.DenyRequest, payload)
         return self._decide(
             quote_id,
             body.get("version"),
@@ -265,7 +250,7 @@ class QuotesService(HealthEndpoints):
 
     @rpc
     def cancel_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = _parse(c.VersionOnly, payload)
+        body = load(c.VersionOnly, payload)
         return self._decide(quote_id, body.get("version"), domain.cancel)
 
     def _decide(self, quote_id: str, version: int | None, decide: Any) -> dict[str, Any]:
@@ -307,7 +292,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def add_comment(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        body = _parse(c.CommentRequest, payload)
+        body = load(c.CommentRequest, payload)
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
             text = domain.validate_comment(actor, q, body["body"])
