@@ -13,7 +13,8 @@ from contracts.events import EVENTS, EXCHANGE
 
 # service -> routing-key patterns it consumes (topic syntax)
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "notify": ("quote_request.*", "directory.#"),
+    "notify": ("quote_request.*", "directory.#", "auth.#"),
+    "quotes": ("directory.#",),
 }
 
 DEFAULT_RETRY_DELAYS_MS = (1000, 5000, 30000, 120000)

@@ -96,6 +96,38 @@ class StaffUserEvent(Schema):
     active = fields.Boolean(required=True)
 
 
+class UnitEvent(Schema):
+    """Data of ``directory.unit.*``: what other services keep about a customer's unit."""
+
+    id = fields.UUID(required=True)
+    customer_id = fields.UUID(required=True)
+    label = fields.String(load_default="", metadata={"description": "Fleet number, make, model"})
+
+
+class SettingsEvent(Schema):
+    """Data of ``directory.settings.updated``: the tenant settings other services act on."""
+
+    features = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)
+    notify_new_request_roles = fields.List(fields.String(), required=True)
+
+
+class LinkIssuedEvent(Schema):
+    """Data of ``auth.link_issued``: a single-use, expiring link to mail to one person
+    (an invitation to set a password, or a password reset). Carries a secret: it is a
+    private event (see ``PRIVATE_EVENTS``)."""
+
+    purpose = fields.String(
+        required=True, validate=validate.OneOf(["invitation", "password_reset"])
+    )
+    subject_kind = fields.String(required=True, validate=validate.OneOf(["staff", "portal"]))
+    subject_id = fields.UUID(required=True)
+    customer_id = fields.UUID(allow_none=True, load_default=None)
+    email = fields.String(required=True)
+    name = fields.String(load_default="")
+    token = fields.String(required=True)
+    expires_at = fields.String(required=True)
+
+
 QUOTE_EVENTS = (
     "quote_request.created",
     "quote_request.updated",
@@ -128,7 +160,20 @@ EVENTS: dict[str, tuple[type[Schema], str, str]] = {
     "directory.contact.updated": (ContactEvent, "gateway", "A contact or its preferences changed."),
     "directory.staff_user.created": (StaffUserEvent, "gateway", "A staff account was created."),
     "directory.staff_user.updated": (StaffUserEvent, "gateway", "A staff account changed."),
+    "directory.unit.created": (UnitEvent, "gateway", "A customer's unit was added."),
+    "directory.unit.updated": (UnitEvent, "gateway", "A customer's unit changed."),
+    "directory.settings.updated": (SettingsEvent, "gateway", "A tenant's settings changed."),
+    "auth.link_issued": (
+        LinkIssuedEvent,
+        "gateway",
+        "An invitation or password-reset link was issued (private: carries a secret).",
+    ),
 }
+
+# Events that carry secrets or personal sign-in data: consumed by Portico's own services
+# only, never republished to integrations, and their message bodies are never shown in
+# the delivery log.
+PRIVATE_EVENTS: frozenset[str] = frozenset({"auth.link_issued"})
 
 
 class UnknownEvent(ValueError):
