@@ -1,5 +1,11 @@
 """Tables of the gateway: the directory (tenants, staff, customers, contacts, units,
-portal accounts, settings) and authentication state (sessions, refresh tokens)."""
+portal accounts, settings) and authentication state (sessions, refresh tokens,
+invitation and password-reset links).
+
+Every reference between business tables is composite, ``(tenant_id, x_id) ->
+(tenant_id, id)``: PostgreSQL checks foreign keys without row-level security, so a
+plain ``x_id`` could point at another tenant's row. The referenced tables carry a
+unique ``(tenant_id, id)`` for it."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from sqlalchemy import (
     ARRAY,
     Boolean,
     DateTime,
-    ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     String,
     Text,
@@ -51,6 +57,11 @@ class TenantSettings(TenantScoped, Base):
     tax_rate_bp: Mapped[int] = mapped_column(Integer, default=0)  # basis points
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     reason_codes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
+    # Staff roles told about a new customer request (notify reads them from the
+    # directory.settings.updated event).
+    notify_new_request_roles: Mapped[list[str]] = mapped_column(
+        ARRAY(String(32)), default=lambda: ["manager", "advisor"]
+    )
     version: Mapped[int] = mapped_column(Integer, default=1)
     __table_args__ = (UniqueConstraint("tenant_id"),)
 
@@ -59,7 +70,8 @@ class StaffUser(TenantScoped, Base):
     __tablename__ = "staff_users"
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
     email: Mapped[str] = mapped_column(String(320))
-    password_hash: Mapped[str] = mapped_column(String(200))
+    # None until the person accepts their invitation: nobody else ever sets it.
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     first_name: Mapped[str] = mapped_column(String(100))
     last_name: Mapped[str] = mapped_column(String(100))
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
@@ -79,12 +91,18 @@ class Customer(TenantScoped, Base):
     portal_features: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("tenant_id", "id"),)
+
+
+def _refers(columns: list[str], table: str) -> ForeignKeyConstraint:
+    """A tenant-bound reference: ``(tenant_id, <columns>) -> <table> (tenant_id, id)``."""
+    return ForeignKeyConstraint(["tenant_id", *columns], [f"{table}.tenant_id", f"{table}.id"])
 
 
 class Contact(TenantScoped, Base):
     __tablename__ = "contacts"
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    customer_id: Mapped[str] = mapped_column(UUID, ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(UUID, index=True)
     first_name: Mapped[str] = mapped_column(String(100))
     last_name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
@@ -93,27 +111,30 @@ class Contact(TenantScoped, Base):
     is_team_manager: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("tenant_id", "id"), _refers(["customer_id"], "customers"))
 
 
 class Unit(TenantScoped, Base):
     __tablename__ = "units"
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    customer_id: Mapped[str] = mapped_column(UUID, ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(UUID, index=True)
     make: Mapped[str] = mapped_column(String(100), default="")
     model: Mapped[str] = mapped_column(String(100), default="")
     serial: Mapped[str] = mapped_column(String(64), default="")
     fleet_number: Mapped[str] = mapped_column(String(64), default="")
     year: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (_refers(["customer_id"], "customers"),)
 
 
 class PortalAccount(TenantScoped, Base):
     __tablename__ = "portal_accounts"
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    customer_id: Mapped[str] = mapped_column(UUID, ForeignKey("customers.id"), index=True)
-    contact_id: Mapped[str | None] = mapped_column(UUID, ForeignKey("contacts.id"), nullable=True)
+    customer_id: Mapped[str] = mapped_column(UUID, index=True)
+    contact_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
     email: Mapped[str] = mapped_column(String(320))
-    password_hash: Mapped[str] = mapped_column(String(200))
+    # None until the person accepts their invitation: staff never set or see it.
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     first_name: Mapped[str] = mapped_column(String(100))
     last_name: Mapped[str] = mapped_column(String(100))
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
@@ -122,7 +143,12 @@ class PortalAccount(TenantScoped, Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "email"),
+        _refers(["customer_id"], "customers"),
+        # MATCH SIMPLE: a null contact_id is not checked, a set one must be this tenant's.
+        _refers(["contact_id"], "contacts"),
+    )
 
 
 class AuthSession(TenantScoped, Base):
@@ -137,15 +163,32 @@ class AuthSession(TenantScoped, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    __table_args__ = (UniqueConstraint("tenant_id", "id"),)
 
 
 class RefreshToken(TenantScoped, Base):
     __tablename__ = "refresh_tokens"
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    session_id: Mapped[str] = mapped_column(UUID, ForeignKey("auth_sessions.id"), index=True)
+    session_id: Mapped[str] = mapped_column(UUID, index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (_refers(["session_id"], "auth_sessions"),)
+
+
+class LinkToken(TenantScoped, Base):
+    """A single-use, expiring link mailed to one person: an invitation to set a first
+    password, or a password reset. Only the hash of its secret is stored."""
+
+    __tablename__ = "link_tokens"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    purpose: Mapped[str] = mapped_column(String(16))  # invitation | password_reset
+    subject_kind: Mapped[str] = mapped_column(String(16))  # staff | portal
+    subject_id: Mapped[str] = mapped_column(UUID, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class RateLimit(Base):
