@@ -81,6 +81,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "token_expired": 401,
     "forbidden": 403,
     "permission_required": 403,
+    "feature_disabled": 403,  # the tenant or the customer switched the feature off
     "not_found": 404,
     "method_not_allowed": 405,
     "not_acceptable": 406,
@@ -91,6 +92,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_failed": 422,
+    "invalid_link": 422,  # invitation/reset link unknown, used, expired or for another purpose
     "rate_limited": 429,
     "service_unavailable": 503,
     "internal_error": 500,
