@@ -66,6 +66,18 @@ class Settings:
         password = self.raw.get(f"{service.upper()}_DB_PASSWORD") or None
         return with_user(self.admin_database_url, f"portico_{service}", password)
 
+    def worker_database_url(self, service: str) -> str | None:
+        """The URL of the service's worker role (outbox relay, sweepers). None means the
+        service's own URL with the user ``portico_<service>_worker`` and the same password
+        (``portico setup`` gives both roles the same one unless told otherwise)."""
+        specific = self.raw.get(f"{service.upper()}_WORKER_DATABASE_URL")
+        if specific:
+            return specific
+        password = self.raw.get(f"{service.upper()}_WORKER_DB_PASSWORD") or None
+        if password is None:
+            return None
+        return with_user(self.admin_database_url, f"portico_{service}_worker", password)
+
     def port(self, service: str) -> int:
         return int(self.raw.get("PORT") or DEFAULT_PORTS.get(service, 8090))
 

@@ -251,12 +251,30 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-class DatabaseCore:
-    """Engine + session factory + outbox tables of one service (no nameko here)."""
+def worker_url_for(url: str) -> str:
+    """The URL of a service role's worker role (``portico_quotes`` -> ``portico_quotes_worker``),
+    same host and password; ``<SERVICE>_WORKER_DATABASE_URL`` overrides it (kit.config)."""
+    from sqlalchemy.engine import make_url
 
-    def __init__(self, url: str, metadata: MetaData, pool_size: int = 10) -> None:
+    parsed = make_url(sa_url(url))
+    return parsed.set(username=f"{parsed.username}_worker").render_as_string(hide_password=False)
+
+
+class DatabaseCore:
+    """Engine + session factory + outbox tables of one service (no nameko here).
+
+    Cross-tenant work (the outbox relay, notify's sweeper) runs on a second, small pool
+    connected as the service's worker role, opened on first use: see ``worker=True``.
+    """
+
+    def __init__(
+        self, url: str, metadata: MetaData, pool_size: int = 10, worker_url: str | None = None
+    ) -> None:
         self.engine = make_engine(url, pool_size=pool_size)
         self.sessions = make_sessionmaker(self.engine)
+        self._worker_url = worker_url or worker_url_for(url)
+        self._worker_engine: Engine | None = None
+        self._worker_sessions: sessionmaker[Session] | None = None
         self.outbox = metadata.tables.get(f"{metadata.schema}.outbox")
         self.processed = metadata.tables.get(f"{metadata.schema}.processed_events")
         self.after_commit: list[Any] = []  # callables(list[envelope])
@@ -270,13 +288,21 @@ class DatabaseCore:
         request_id: str | None = None,
         causation_id: str | None = None,
         system: bool = False,
+        worker: bool = False,
     ) -> Iterator[UnitOfWork]:
+        """One transaction scoped to a tenant.
+
+        ``system=True``: no tenant (tables without tenant rows, such as the tenant list or
+        the login rate limits); row-level security then shows no tenant's rows at all.
+        ``worker=True``: the worker role, which sees every tenant's rows of the
+        infrastructure tables granted to it (outbox, deliveries) and nothing else.
+        """
         tenant = tenant_id or (actor.tenant_id if actor else None)
-        if tenant is None and not system:
+        if tenant is None and not (system or worker):
             raise TenantScopeError("a unit of work needs a tenant (or system=True)")
-        session = self.sessions()
+        session = self._worker_factory()() if worker else self.sessions()
         session.info["tenant_id"] = tenant
-        session.info["system"] = system
+        session.info["system"] = system or worker
         uow = UnitOfWork(
             session, self.outbox, self.processed, actor, tenant, request_id, causation_id
         )
@@ -284,11 +310,7 @@ class DatabaseCore:
             with session.begin():
                 # RLS backstop: policies compare rows with these settings.
                 session.execute(
-                    text(
-                        "select set_config('portico.tenant_id', :t, true),"
-                        " set_config('portico.system', :s, true)"
-                    ),
-                    {"t": tenant or "", "s": "on" if system else "off"},
+                    text("select set_config('portico.tenant_id', :t, true)"), {"t": tenant or ""}
                 )
                 yield uow
         finally:
@@ -305,13 +327,7 @@ class DatabaseCore:
         """
         stmt = stmt.where(model.tenant_id == tenant_id)  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
-            conn.execute(
-                text(
-                    "select set_config('portico.tenant_id', :t, true),"
-                    " set_config('portico.system', 'off', true)"
-                ),
-                {"t": tenant_id},
-            )
+            conn.execute(text("select set_config('portico.tenant_id', :t, true)"), {"t": tenant_id})
             rows = list(conn.execute(stmt).all())
             conn.commit()
         return rows
@@ -324,5 +340,13 @@ class DatabaseCore:
         except Exception:  # noqa: BLE001 - readiness reports, never raises
             return False
 
+    def _worker_factory(self) -> sessionmaker[Session]:
+        if self._worker_sessions is None:
+            self._worker_engine = make_engine(self._worker_url, pool_size=2)
+            self._worker_sessions = make_sessionmaker(self._worker_engine)
+        return self._worker_sessions
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._worker_engine is not None:
+            self._worker_engine.dispose()

@@ -73,7 +73,7 @@ def outbox_lag(core: Any) -> tuple[int, float] | None:
     from kit.db import utcnow
 
     try:
-        with core.unit_of_work(system=True) as uow:
+        with core.unit_of_work(worker=True) as uow:
             count, oldest = uow.session.execute(
                 select(func.count(), func.min(core.outbox.c.created_at)).where(
                     core.outbox.c.published_at.is_(None)

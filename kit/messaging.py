@@ -123,7 +123,8 @@ def publish_committed(
         log.warning("post-commit publish failed, relay will retry: %s", exc)
     if sent and core.outbox is not None:
         try:
-            with core.unit_of_work(system=True) as uow:
+            # One commit's events belong to one tenant: mark them in that tenant's scope.
+            with core.unit_of_work(tenant_id=envelopes[0]["tenant_id"]) as uow:
                 uow.session.execute(
                     update(core.outbox)
                     .where(core.outbox.c.id.in_(sent))
@@ -141,7 +142,7 @@ def relay_once(
         return 0
     outbox = core.outbox
     published = 0
-    with core.unit_of_work(system=True) as uow:
+    with core.unit_of_work(worker=True) as uow:  # every tenant's unpublished rows
         rows = uow.session.execute(
             select(outbox.c.id, outbox.c.envelope)
             .where(outbox.c.published_at.is_(None))

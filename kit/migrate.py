@@ -69,9 +69,28 @@ def alembic_config(service: str, admin_url: str) -> Config:
     return cfg
 
 
-def upgrade(service: str, admin_url: str, role_password: str | None = None) -> None:
+def worker_role(service: str) -> str:
+    """The role of a service's cross-tenant workers (outbox relay, delivery sweeper).
+
+    Row-level security lets it see every tenant's rows of the few infrastructure tables
+    granted to it, and nothing else: no business table is granted, and the ordinary
+    service role cannot become it (no membership), so a service connection can never
+    switch tenant scoping off (a setting anyone could set used to do that).
+    """
+    return f"portico_{service}_worker"
+
+
+def upgrade(
+    service: str,
+    admin_url: str,
+    role_password: str | None = None,
+    worker_password: str | None = None,
+) -> None:
     role = f"portico_{service}"
     ensure_role(admin_url, role, role_password)
+    # Before the migrations: their policies name this role. Same password as the service
+    # role unless one is given, so the worker URL can be derived from the service URL.
+    ensure_role(admin_url, worker_role(service), worker_password or role_password)
     engine = create_engine(sa_url(admin_url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
@@ -88,6 +107,7 @@ def grant(service: str, admin_url: str) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text(f'grant usage on schema "{service}" to "{role}"'))
+            conn.execute(text(f'grant usage on schema "{service}" to "{worker_role(service)}"'))
             conn.execute(
                 text(
                     f'grant select, insert, update, delete on all tables in schema "{service}" to "{role}"'
@@ -121,21 +141,30 @@ def run_env(metadata: MetaData) -> None:
     engine.dispose()
 
 
-def rls_sql(schema: str, table: str, *, system_ok: bool = False) -> list[str]:
+def rls_sql(
+    schema: str, table: str, *, system_ok: bool = False, worker_privileges: str = "select, update"
+) -> list[str]:
     """Statements that put a table under tenant row-level security.
 
-    ``system_ok`` lets the cross-tenant workers (outbox relay, delivery sweeper) read
-    infrastructure tables; business tables never allow it.
+    Every role sees only the rows of the tenant its transaction names
+    (``portico.tenant_id``). ``system_ok`` marks an infrastructure table that the
+    service's worker role (:func:`worker_role`) may read and update across tenants: it
+    gets ``worker_privileges`` on this table and a policy of its own. Business tables
+    never allow it.
     """
-    tenant = "tenant_id = nullif(current_setting('portico.tenant_id', true), '')::uuid"
-    rule = (
-        f"({tenant} or current_setting('portico.system', true) = 'on')"
-        if system_ok
-        else f"({tenant})"
-    )
-    return [
+    tenant = "(tenant_id = nullif(current_setting('portico.tenant_id', true), '')::uuid)"
+    worker = worker_role(schema)
+    statements = [
         f'alter table "{schema}"."{table}" enable row level security',
         f'alter table "{schema}"."{table}" force row level security',
         f'drop policy if exists tenant_isolation on "{schema}"."{table}"',
-        f'create policy tenant_isolation on "{schema}"."{table}" using {rule} with check {rule}',
+        f'create policy tenant_isolation on "{schema}"."{table}" using {tenant} with check {tenant}',
+        f'drop policy if exists worker_access on "{schema}"."{table}"',
     ]
+    if system_ok:
+        statements += [
+            f'create policy worker_access on "{schema}"."{table}" to "{worker}"'
+            " using (true) with check (true)",
+            f'grant {worker_privileges} on "{schema}"."{table}" to "{worker}"',
+        ]
+    return statements

@@ -72,7 +72,10 @@ class Database(DependencyProvider):
         # connections opened and closed per request, the costliest thing a call can do.
         workers = int(self.container.config.get("max_workers", 10))
         self.core = DatabaseCore(
-            self.settings.service_database_url(self.service), self.metadata, pool_size=workers + 2
+            self.settings.service_database_url(self.service),
+            self.metadata,
+            pool_size=workers + 2,
+            worker_url=self.settings.worker_database_url(self.service),
         )
         if self.core.outbox is not None:
             self.publisher = EventPublisher(self.settings.amqp_uri)

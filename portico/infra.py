@@ -101,7 +101,8 @@ def setup(settings: Settings, log: Callable[[str], Any] = print) -> None:
     ensure_database(settings.admin_database_url)
     for service in SERVICES:
         password = settings.raw.get(f"{service.upper()}_DB_PASSWORD")
-        upgrade(service, settings.admin_database_url, password)
+        worker_password = settings.raw.get(f"{service.upper()}_WORKER_DB_PASSWORD")
+        upgrade(service, settings.admin_database_url, password, worker_password)
         log(f"  migrated {service}")
     queues = declare_topology(settings.amqp_uri)
     log(f"  broker topology declared ({', '.join(queues)})")

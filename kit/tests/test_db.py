@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import ProgrammingError
 
 from kit.context import Actor
 from kit.db import DatabaseCore, TenantScopeError
@@ -119,13 +120,48 @@ def test_outbox_commits_and_rolls_back_with_the_change(core: DatabaseCore) -> No
         uow.session.flush()
         rolled_back = uow.emit("quote_request.created", _event(q))["id"]
         raise RuntimeError("boom")
-    with core.unit_of_work(system=True) as uow:
+    with core.unit_of_work(worker=True) as uow:
         ids = set(uow.session.execute(select(outbox.c.id)).scalars())
         assert committed in ids and rolled_back not in ids
+    with core.unit_of_work(tenant_id=A) as uow:
         numbers = set(
             uow.session.execute(text("select number from quotes.quote_requests")).scalars()
         )
-    assert 202 not in numbers  # system mode does not see business rows either
+    assert 201 in numbers and 202 not in numbers
+
+
+def test_a_service_connection_cannot_switch_tenant_scoping_off(core: DatabaseCore) -> None:
+    """The old policy let anyone who set ``portico.system = on`` read every tenant's outbox
+    rows; the service role is now bound to its tenant whatever it sets, only the worker
+    role sees across tenants, and the service role cannot become the worker role."""
+    actor = Actor(kind="staff", id=str(uuid.uuid4()), tenant_id=B, roles=("admin",))
+    with core.unit_of_work(actor) as uow:
+        q = _quote(number=301, tenant_id=B)
+        uow.session.add(q)
+        uow.session.flush()
+        other_tenants = uow.emit("quote_request.created", _event(q))["id"]
+    with core.engine.connect() as conn:
+        conn.execute(
+            text(
+                "select set_config('portico.system', 'on', false),"
+                " set_config('portico.tenant_id', :t, false)"
+            ),
+            {"t": A},
+        )
+        seen = set(conn.execute(text("select id::text from quotes.outbox")).scalars())
+        assert other_tenants not in seen
+        written = conn.execute(
+            text("update quotes.outbox set attempts = attempts + 1 where id = :i"),
+            {"i": other_tenants},
+        )
+        assert written.rowcount == 0
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text('set role "portico_quotes_worker"'))
+        conn.rollback()
+    with core.unit_of_work(worker=True) as uow:
+        assert other_tenants in set(uow.session.execute(select(outbox.c.id)).scalars())
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            uow.session.execute(text("select count(*) from quotes.quote_requests"))
 
 
 def test_first_time_records_each_event_once(core: DatabaseCore) -> None:
