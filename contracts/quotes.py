@@ -25,7 +25,9 @@ class QuoteListQuery(QuoteFilters):
 
 
 class CreateQuoteRequest(Schema):
-    description = Str(required=True, validate=validate.Length(min=1, max=5000))
+    description = Str(
+        required=True, validate=validate.Length(min=1, max=5000), metadata={"multiline": True}
+    )
     customer_id = fields.UUID(metadata={"description": "Staff only: the customer it is for."})
     unit_id = fields.UUID(allow_none=True)
     work_order_id = fields.UUID(allow_none=True)
@@ -33,7 +35,7 @@ class CreateQuoteRequest(Schema):
 
 
 class PatchQuoteRequest(Schema):
-    description = Str(validate=validate.Length(min=1, max=5000))
+    description = Str(validate=validate.Length(min=1, max=5000), metadata={"multiline": True})
     assigned_to = fields.UUID(allow_none=True)
     status = Str(validate=validate.OneOf(STATUSES))
     visible_to_customer = fields.Boolean()
@@ -46,7 +48,7 @@ class ApproveRequest(Schema):
 
 
 class DenyRequest(Schema):
-    reason = Str(allow_none=True, validate=validate.Length(max=2000))
+    reason = Str(allow_none=True, validate=validate.Length(max=2000), metadata={"multiline": True})
     version = fields.Integer(validate=validate.Range(min=1))
 
 
@@ -55,7 +57,9 @@ class VersionOnly(Schema):
 
 
 class CommentRequest(Schema):
-    body = Str(required=True, validate=validate.Length(min=1, max=5000))
+    body = Str(
+        required=True, validate=validate.Length(min=1, max=5000), metadata={"multiline": True}
+    )
 
 
 class QuoteRequestSchema(Schema):

@@ -177,7 +177,7 @@ class SettingsSchema(Schema):
 
 class SettingsPatch(Schema):
     features = features_field(metadata={"description": "Merged into the current map"})
-    approval_terms = Str(validate=validate.Length(max=20000))
+    approval_terms = Str(validate=validate.Length(max=20000), metadata={"multiline": True})
     work_order_token_hours = fields.Integer(validate=validate.Range(min=1, max=720))
     tax_rate_bp = fields.Integer(
         validate=validate.Range(min=0, max=10000),

@@ -29,7 +29,7 @@ from kit.pagination import decode_cursor as decode_cursor  # re-exported for rou
 from kit.pagination import encode_cursor as encode_cursor
 from kit.pagination import page as page
 from kit.pagination import split as split
-from kit.schemas import shared, validation_errors
+from kit.schemas import shared, text_errors, validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,15 @@ STAFF = ("staff",)
 PORTAL = ("portal",)
 PUBLIC: tuple[str, ...] = ()
 MAX_JSON_BYTES = 1024 * 1024
+# The feature switch (tenant ``features``, customer ``portal_features``) each tag's routes
+# belong to: portal users and token holders get ``403 feature_disabled`` when it is off.
+# A route may also name its feature itself (``feature=``).
+FEATURE_BY_TAG = {
+    "quote requests": "quotes",
+    "bookings": "bookings",
+    "payments": "payments",
+    "history": "history",
+}
 
 
 @dataclass
@@ -57,6 +66,15 @@ class Route:
     content: str | tuple[str, ...] = "application/json"  # response media type(s)
     multipart: bool = False
     errors: tuple[int, ...] = ()
+    # The callers may also come without a bearer token (no Authorization header): the
+    # handler then gets ``actor=None`` and must find out who it is talking to itself
+    # (POST /auth/logout by a refresh token). A token that is sent is checked as usual.
+    token_optional: bool = False
+    feature: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.feature is None:
+            self.feature = FEATURE_BY_TAG.get(self.tag)
 
     @property
     def werkzeug_path(self) -> str:
@@ -172,44 +190,20 @@ def error_response(exc: BaseException) -> Response:
     return problem_response("internal_error", "Something went wrong on our side.")
 
 
-def nul_fields(data: Any) -> list[str]:
-    """Dotted names of the strings in ``data`` that contain a NUL character, which
-    PostgreSQL cannot store in text (it would be a database error, not a 422). Walks
-    without recursion: a body may nest as deep as the JSON parser allows."""
-    found: set[str] = set()
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                found.add(where or "_schema")
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                name = str(key).replace("\x00", "\\0")
-                if name != str(key):
-                    found.add(f"{where}.{name}" if where else name)
-                stack.append((f"{where}.{name}" if where else name, item))
-        elif isinstance(value, list | tuple):
-            stack.extend(
-                (f"{where}.{i}" if where else str(i), item) for i, item in enumerate(value)
-            )
-    return sorted(found)
-
-
 def load(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
+    """Load a body or query with its route's schema. Every string also passes
+    :mod:`kit.text` (``kit.schemas.text_errors``): NUL, lone surrogates, controls and
+    bidi overrides are a 422 naming the field, never a database or encoding error."""
+    schema = shared(schema_cls)
     try:
-        loaded = shared(schema_cls).load(data)
+        loaded = schema.load(data)
     except ValidationError as err:
         raise ApiError(
             "validation_failed", f"The {where} is not valid.", validation_errors(err)
         ) from err
-    bad = nul_fields(loaded)
-    if bad:
-        raise ApiError(
-            "validation_failed",
-            f"The {where} is not valid.",
-            {name: ["must not contain NUL characters"] for name in bad},
-        )
+    errors = text_errors(schema, loaded)
+    if errors:
+        raise ApiError("validation_failed", f"The {where} is not valid.", errors)
     return loaded
 
 

@@ -23,13 +23,12 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import jinja2
 import requests
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from services.notify.domain import Recipient
+from services.notify.domain import Recipient, record_link
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +125,20 @@ def _tidy_text(value: str) -> str:
     return text + "\n"
 
 
-def portal_url_for(portal_base: str, data: Mapping[str, Any]) -> str:
-    """Link to the quote the event is about, or the portal root for other events."""
-    base = portal_base.rstrip("/")
-    quote_id = data.get("quote_request_id")
-    if not quote_id:
-        return base
-    return f"{base}/quote-requests/{quote(str(quote_id), safe='')}"
+def portal_url_for(portal_base: str, data: Mapping[str, Any], event_type: str = "") -> str:
+    """Link to the record the event is about (or the sign-in link it carries)."""
+    return record_link(portal_base, event_type, data)
+
+
+def _readable_time(value: Any) -> str:
+    """An ISO timestamp as ``2026-01-02 03:04 UTC`` for people; anything else as is."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value or "")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Renderer:
@@ -208,7 +214,8 @@ class Renderer:
             "data": data,
             "recipient": who,
             "tenant_name": tenant_name,
-            "portal_url": portal_url_for(portal_base, data),
+            "portal_url": portal_url_for(portal_base, data, str(event.get("type") or "")),
+            "expires_at": _readable_time(data.get("expires_at")),
         }
 
     # -- rendering -------------------------------------------------------------------

@@ -1,23 +1,41 @@
-"""Pure notification rules: who hears about which quote event, over which channel.
+"""Pure notification rules: who hears about which event, over which channel.
 
 Nothing here performs I/O; the notify service feeds it recipients loaded from the
-directory and acts on the plan it returns.
+directory and acts on the plan it returns. The plan is the one decision of who is told:
+email and SMS become deliveries, ``in_app`` becomes an item of the in-app feed.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 Channel = Literal["email", "sms"]
-Audience = Literal["contacts", "assignee"]
+Audience = Literal["contacts", "assignee", "staff_roles", "addressee"]
 
-RECIPIENT_KINDS: Final = frozenset({"contact", "staff"})
+# contact: a customer contact (email/sms); staff: a staff member; portal: a portal
+# account addressed by its own email (sign-in links); customer: the customer as a
+# whole, whose in-app feed every portal account of that customer reads.
+RECIPIENT_KINDS: Final = frozenset({"contact", "staff", "portal", "customer"})
 NOTIFY_BY_VALUES: Final = frozenset({"email", "sms", "both", "none"})
 CHANNELS: Final[tuple[Channel, ...]] = ("email", "sms")
+"""Channels that become deliveries (messages handed to a provider)."""
+IN_APP: Final = "in_app"
+PLAN_CHANNELS: Final[tuple[str, ...]] = (*CHANNELS, IN_APP)
+
+# Audiences made of the customer's people. Nothing about a record the customer may not
+# see may reach them, by any channel: such audiences require the event data to say
+# ``visible_to_customer: true`` (missing counts as hidden). Every service's events
+# carry that flag for records a customer can be kept from seeing.
+CUSTOMER_AUDIENCES: Final = frozenset({"contacts"})
+VISIBILITY_FIELD: Final = "visible_to_customer"
+
+DEFAULT_NEW_REQUEST_ROLES: Final[tuple[str, ...]] = ("manager", "advisor")
+"""Staff roles told about a new customer request until the tenant's settings say otherwise."""
 
 _CHANNELS_BY_PREFERENCE: Final[Mapping[str, tuple[Channel, ...]]] = {
     "email": ("email",),
@@ -45,12 +63,13 @@ QUOTE_EVENT_TYPES: Final[tuple[str, ...]] = (
 class Recipient:
     """Someone who can be notified: a customer contact or a staff member."""
 
-    kind: str  # "contact" | "staff"
+    kind: str  # "contact" | "staff" | "portal" | "customer"
     id: str
     name: str
     email: str | None = None
     phone: str | None = None
     notify_by: str = "email"  # "email" | "sms" | "both" | "none"
+    roles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in RECIPIENT_KINDS:
@@ -75,20 +94,31 @@ def channels_for(recipient: Recipient) -> list[str]:
     ]
 
 
+def visible_to_customer(data: Mapping[str, Any]) -> bool:
+    """May the customer see the record this event is about? Missing means no."""
+    return data.get(VISIBILITY_FIELD) is True
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One row of the notification table.
 
-    ``audience`` is ``"contacts"`` (every customer contact passed in) or
-    ``"assignee"`` (the staff member whose id is ``data["assigned_to"]``).
+    ``audience`` is ``"contacts"`` (every customer contact passed in, and the
+    customer's in-app feed), ``"assignee"`` (the staff member whose id is
+    ``data["assigned_to"]``), ``"staff_roles"`` (active staff holding one of the
+    tenant's ``notify_new_request_roles``) or ``"addressee"`` (the one person whose
+    ``email`` is in the event data, e.g. a sign-in link; never anyone else).
     ``when`` lists event-data fields that must equal the given values for the rule
-    to apply; a missing field never matches.
+    to apply; a missing field never matches. Customer audiences additionally need
+    the record to be visible to the customer (see :data:`CUSTOMER_AUDIENCES`).
     """
 
     audience: Audience
     when: Mapping[str, object]
 
     def applies(self, data: Mapping[str, Any]) -> bool:
+        if self.audience in CUSTOMER_AUDIENCES and not visible_to_customer(data):
+            return False
         return all(key in data and data[key] == value for key, value in self.when.items())
 
 
@@ -97,8 +127,10 @@ _ALWAYS: Final[Mapping[str, object]] = {}
 # The notification table. Event types absent from it notify nobody.
 NOTIFICATION_RULES: Final[Mapping[str, tuple[Rule, ...]]] = {
     "quote_request.created": (
-        # Staff created it on the customer's behalf and let the customer see it.
-        Rule("contacts", {"created_by_customer": False, "visible_to_customer": True}),
+        # Staff created it on the customer's behalf (and let the customer see it).
+        Rule("contacts", {"created_by_customer": False}),
+        # The customer asked: the shop's chosen roles hear about it.
+        Rule("staff_roles", {"created_by_customer": True}),
         Rule("assignee", _ALWAYS),
     ),
     "quote_request.approval_requested": (Rule("contacts", _ALWAYS),),
@@ -110,6 +142,8 @@ NOTIFICATION_RULES: Final[Mapping[str, tuple[Rule, ...]]] = {
         Rule("assignee", {"author_kind": "portal"}),
     ),
     "quote_request.assigned": (Rule("assignee", _ALWAYS),),
+    # A sign-in link goes to its addressee only, by email only (it carries a secret).
+    "auth.link_issued": (Rule("addressee", _ALWAYS),),
 }
 
 
@@ -118,48 +152,98 @@ def notifying_event_types() -> tuple[str, ...]:
     return tuple(NOTIFICATION_RULES)
 
 
+def _addressee(data: Mapping[str, Any]) -> list[Recipient]:
+    email = data.get("email")
+    subject_id = data.get("subject_id")
+    if not _has_address(email) or not subject_id:
+        return []
+    kind = "staff" if data.get("subject_kind") == "staff" else "portal"
+    return [Recipient(kind, str(subject_id), str(data.get("name") or ""), email=str(email))]
+
+
 def _audience(
     rule: Rule,
     data: Mapping[str, Any],
-    contacts: list[Recipient],
-    staff: list[Recipient],
+    contacts: Sequence[Recipient],
+    staff: Sequence[Recipient],
+    new_request_roles: Sequence[str],
 ) -> list[Recipient]:
     if rule.audience == "contacts":
-        return list(contacts)
+        customer_id = data.get("customer_id")
+        feed = [Recipient("customer", str(customer_id), "")] if customer_id else []
+        return [*contacts, *feed]
+    if rule.audience == "staff_roles":
+        wanted = set(new_request_roles)
+        return [member for member in staff if wanted.intersection(member.roles)]
+    if rule.audience == "addressee":
+        return _addressee(data)
     assigned_to = data.get("assigned_to")
     if not assigned_to:
         return []
     return [member for member in staff if member.id == str(assigned_to)]
 
 
+def _plan_channels(rule: Rule, recipient: Recipient) -> list[str]:
+    """Channels for one recipient of one rule: messages per preference, plus the feed.
+
+    Staff and the customer (as a whole) get an in-app item; a contact's in-app view
+    is its customer's feed, and an addressee's link is never put in a feed.
+    """
+    channels = [] if recipient.kind == "customer" else channels_for(recipient)
+    if rule.audience != "addressee" and recipient.kind in ("staff", "customer"):
+        channels.append(IN_APP)
+    return channels
+
+
 def plan_deliveries(
     event_type: str,
     data: Mapping[str, Any],
-    contacts: list[Recipient],
-    staff: list[Recipient],
+    contacts: Sequence[Recipient],
+    staff: Sequence[Recipient],
     *,
     actor_id: str | None = None,
+    new_request_roles: Sequence[str] = DEFAULT_NEW_REQUEST_ROLES,
 ) -> list[tuple[Recipient, str]]:
-    """Who is told about ``event_type`` and over which channel.
+    """Who is told about ``event_type`` and over which channel (email, sms, in_app).
 
     Each (recipient, channel) pair appears at most once, in table order. When
-    ``actor_id`` is given, the person who caused the event is not notified of it.
+    ``actor_id`` is given, the person who caused the event is not notified of it
+    (except the addressee of a link, who may have asked for it).
     """
     planned: list[tuple[Recipient, str]] = []
     seen: set[tuple[str, str, str]] = set()
     for rule in NOTIFICATION_RULES.get(event_type, ()):
         if not rule.applies(data):
             continue
-        for recipient in _audience(rule, data, contacts, staff):
-            if actor_id is not None and recipient.id == actor_id:
+        for recipient in _audience(rule, data, contacts, staff, new_request_roles):
+            if rule.audience != "addressee" and actor_id is not None and recipient.id == actor_id:
                 continue
-            for channel in channels_for(recipient):
+            for channel in _plan_channels(rule, recipient):
                 key = (recipient.kind, recipient.id, channel)
                 if key in seen:
                     continue
                 seen.add(key)
                 planned.append((recipient, channel))
     return planned
+
+
+LINK_PATHS: Final[Mapping[str, str]] = {
+    "invitation": "/invitations/accept",
+    "password_reset": "/password-reset",
+}
+
+
+def record_link(portal_base: str, event_type: str, data: Mapping[str, Any]) -> str:
+    """Where a message about this event points: the record, a sign-in link, or the portal."""
+    base = portal_base.rstrip("/")
+    if event_type == "auth.link_issued":
+        path = LINK_PATHS.get(str(data.get("purpose")))
+        token = data.get("token")
+        return f"{base}{path}?token={quote(str(token), safe='')}" if path and token else base
+    quote_id = data.get("quote_request_id")
+    if not quote_id:
+        return base
+    return f"{base}/quote-requests/{quote(str(quote_id), safe='')}"
 
 
 MAX_ATTEMPTS: Final = 6

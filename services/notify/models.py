@@ -120,7 +120,7 @@ class Delivery(TenantScoped, Base):
     __table_args__ = (
         CheckConstraint("status in ('pending', 'sending', 'sent', 'failed')", name="status"),
         CheckConstraint("channel in ('email', 'sms')", name="channel"),
-        CheckConstraint("recipient_kind in ('contact', 'staff')", name="recipient_kind"),
+        CheckConstraint("recipient_kind in ('contact', 'staff', 'portal')", name="recipient_kind"),
         Index("ix_deliveries_list", "tenant_id", "created_at", "id"),
         Index("ix_deliveries_event", "tenant_id", "event_id"),
         # The sweep only looks at unfinished rows: keep that lookup small.

@@ -19,8 +19,9 @@ from datetime import timedelta
 from typing import Any, cast
 
 from prometheus_client import Counter
-from sqlalchemy import CursorResult, Table, and_, func, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, case, func, or_, select, update
 
+from contracts.events import PRIVATE_EVENTS
 from kit.config import Settings
 from kit.db import DatabaseCore
 from services.notify import domain
@@ -52,6 +53,7 @@ _CLAIMED = (
     _T.c.id,
     _T.c.tenant_id,
     _T.c.event_id,
+    _T.c.event_type,
     _T.c.delivery_key,
     _T.c.channel,
     _T.c.address,
@@ -95,7 +97,7 @@ def _claimable() -> Any:
 
 
 def _claim(core: DatabaseCore, where: Any) -> list[Any]:
-    with core.unit_of_work(system=True) as uow:
+    with core.unit_of_work(worker=True) as uow:
         return list(
             uow.session.execute(
                 update(_T)
@@ -138,8 +140,14 @@ def _hand_over(senders: Senders, row: Any) -> str:
     return senders.sms.send(row.address, row.sms_body or "", headers)
 
 
+# Once a message of a private event is settled (sent or given up), its body (which
+# holds a secret such as a sign-in link) is wiped; subject, address and status stay.
+_WIPED_BODY = {"body_text": None, "body_html": None, "sms_body": None}
+
+
 def _record(core: DatabaseCore, row: Any, outcome: domain.Settlement, provider_id: str) -> None:
-    with core.unit_of_work(system=True) as uow:
+    wipe = _WIPED_BODY if row.event_type in PRIVATE_EVENTS and outcome.status != "pending" else {}
+    with core.unit_of_work(worker=True) as uow:
         if outcome.status == "sent":
             # Whoever handed it over first wins; a later failure report cannot undo it.
             stmt = (
@@ -150,6 +158,7 @@ def _record(core: DatabaseCore, row: Any, outcome: domain.Settlement, provider_i
                     sent_at=func.now(),
                     provider_message_id=provider_id,
                     lease_until=None,
+                    **wipe,
                 )
             )
         else:
@@ -165,6 +174,7 @@ def _record(core: DatabaseCore, row: Any, outcome: domain.Settlement, provider_i
                     next_attempt_at=retry_at
                     if outcome.status == "pending"
                     else _T.c.next_attempt_at,
+                    **wipe,
                 )
             )
         uow.session.execute(stmt)
@@ -201,7 +211,7 @@ def deliver(core: DatabaseCore, senders: Senders, ids: Sequence[str]) -> dict[st
 def sweep(core: DatabaseCore, senders: Senders, batch: int = SWEEP_BATCH) -> dict[str, int]:
     """One round: give up on rows abandoned on their last attempt, send what is due."""
     tally: Tally[str] = Tally()
-    with core.unit_of_work(system=True) as uow:
+    with core.unit_of_work(worker=True) as uow:
         result = uow.session.execute(
             update(_T)
             .where(
@@ -213,6 +223,10 @@ def sweep(core: DatabaseCore, senders: Senders, batch: int = SWEEP_BATCH) -> dic
                 status="failed",
                 lease_until=None,
                 last_error=domain.abandoned_lease_error(domain.MAX_ATTEMPTS),
+                **{
+                    name: case((_T.c.event_type.in_(PRIVATE_EVENTS), None), else_=_T.c[name])
+                    for name in _WIPED_BODY
+                },
             )
         )
         abandoned = cast(CursorResult[Any], result).rowcount

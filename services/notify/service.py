@@ -124,9 +124,13 @@ def _copy_directory_fact(uow: UnitOfWork, event: dict[str, Any], data: dict[str,
     )
 
 
-def _recipients(uow: UnitOfWork, customer_id: str) -> tuple[list[Any], list[Any]]:
-    contacts = uow.session.scalars(
-        select(Contact).where(Contact.customer_id == customer_id).order_by(Contact.id)
+def _recipients(uow: UnitOfWork, customer_id: str | None) -> tuple[list[Any], list[Any]]:
+    contacts = (
+        uow.session.scalars(
+            select(Contact).where(Contact.customer_id == customer_id).order_by(Contact.id)
+        )
+        if customer_id
+        else []
     )
     staff = uow.session.scalars(
         select(StaffMember).where(StaffMember.active.is_(True)).order_by(StaffMember.id)
@@ -136,7 +140,10 @@ def _recipients(uow: UnitOfWork, customer_id: str) -> tuple[list[Any], list[Any]
             domain.Recipient("contact", x.id, x.name, x.email, x.phone, x.notify_by)
             for x in contacts
         ],
-        [domain.Recipient("staff", x.id, x.name, email=x.email) for x in staff],
+        [
+            domain.Recipient("staff", x.id, x.name, email=x.email, roles=tuple(x.roles or ()))
+            for x in staff
+        ],
     )
 
 
@@ -144,10 +151,14 @@ def _store_deliveries(
     uow: UnitOfWork, renderer: Renderer, event: dict[str, Any], portal_base: str
 ) -> list[str]:
     data = event["data"]
-    contacts, staff = _recipients(uow, data["customer_id"])
-    plan = domain.plan_deliveries(
-        event["type"], data, contacts, staff, actor_id=event["actor"]["id"]
-    )
+    contacts, staff = _recipients(uow, data.get("customer_id"))
+    plan = [
+        (recipient, channel)
+        for recipient, channel in domain.plan_deliveries(
+            event["type"], data, contacts, staff, actor_id=event["actor"]["id"]
+        )
+        if channel in domain.CHANNELS
+    ]
     if not plan:
         return []
     tenant_name = uow.session.scalar(select(Tenant.name)) or FALLBACK_TENANT_NAME

@@ -30,6 +30,8 @@ from kit.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from kit.text import TextError
+from kit.text import clean as clean_text
 
 # --- states -------------------------------------------------------------------------
 
@@ -568,9 +570,6 @@ def _require_portal_or_staff(actor: ActorLike, permission: str, roles: frozenset
     raise Forbidden("this caller may not do that to a quote request")
 
 
-_ALLOWED_CONTROLS = frozenset("\n\r\t")
-
-
 def _text(
     errors: dict[str, list[str]],
     field: str,
@@ -579,7 +578,9 @@ def _text(
     required: bool,
     single_line: bool = False,
 ) -> str | None:
-    """Stripped text, or None when optional and blank; problems go into ``errors``."""
+    """Stripped text, or None when optional and blank; problems go into ``errors``.
+    What the text may contain is :mod:`kit.text`'s rule (multi-line unless
+    ``single_line``; CRLF comes back as LF)."""
     if value is None:
         if required:
             errors.setdefault(field, []).append("is required")
@@ -595,21 +596,14 @@ def _text(
     problems: list[str] = []
     if len(text) > max_len:
         problems.append(f"must be at most {max_len} characters")
-    if single_line and not text.isprintable():
-        problems.append("must contain printable characters only")
-    elif any(_bad_char(c) for c in text):
-        problems.append("must not contain control characters")
+    try:
+        text = clean_text(text, multiline=not single_line)
+    except TextError as err:
+        problems.append(str(err))
     if problems:
         errors.setdefault(field, []).extend(problems)
         return None
     return text
-
-
-def _bad_char(c: str) -> bool:
-    code = ord(c)
-    if c in _ALLOWED_CONTROLS:
-        return False
-    return code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF
 
 
 def _uuid(errors: dict[str, list[str]], field: str, value: object, required: bool) -> str | None:

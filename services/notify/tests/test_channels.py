@@ -68,6 +68,20 @@ MUST_SHOW = {
 }
 
 
+# Events about a quote; sign-in links have their own data and tests.
+QUOTE_NOTIFYING = [t for t in notifying_event_types() if t.startswith("quote_request.")]
+LINK_DATA = {
+    "purpose": "invitation",
+    "subject_kind": "portal",
+    "subject_id": "7d1c2a10-0000-4000-8000-000000000456",
+    "customer_id": None,
+    "email": "nina@cust.test",
+    "name": "Nina <Newbie>",
+    "token": "t/k+n=1&x",
+    "expires_at": "2030-01-02T03:04:05+00:00",
+}
+
+
 def make_event(event_type, data=None, tenant_id="tenant-1"):
     return {
         "id": "evt-0001",
@@ -101,7 +115,7 @@ def test_every_notifying_event_has_all_template_files():
 
 
 @pytest.mark.parametrize("recipient", [CONTACT, STAFF], ids=["contact", "staff"])
-@pytest.mark.parametrize("event_type", [*notifying_event_types(), "something.else"])
+@pytest.mark.parametrize("event_type", [*QUOTE_NOTIFYING, "something.else"])
 def test_every_template_renders_every_variable(strict_renderer, event_type, recipient):
     msg = strict_renderer.render(
         make_event(event_type), recipient, tenant_name="Acme Repair", portal_base=PORTAL
@@ -147,7 +161,7 @@ def test_templates_distinguish_staff_and_customer(strict_renderer):
     assert to_staff.subject == "Globex Freight approved quote Q-000123"
 
 
-@pytest.mark.parametrize("event_type", [*notifying_event_types(), "default"])
+@pytest.mark.parametrize("event_type", [*QUOTE_NOTIFYING, "default"])
 @pytest.mark.parametrize("kind", ["contact", "staff"])
 def test_raw_sms_templates_stay_short_with_long_values(strict_renderer, event_type, kind):
     long = dict(SAMPLE_DATA)
@@ -162,7 +176,7 @@ def test_raw_sms_templates_stay_short_with_long_values(strict_renderer, event_ty
     assert len(" ".join(raw.split())) <= SMS_MAX_CHARS
 
 
-@pytest.mark.parametrize("event_type", [*notifying_event_types(), "something.else"])
+@pytest.mark.parametrize("event_type", [*QUOTE_NOTIFYING, "something.else"])
 def test_templates_tolerate_minimal_event_data(event_type):
     renderer = Renderer(TEMPLATES)
     event = make_event(event_type, {"quote_request_id": QUOTE_ID, "number": "Q-000009"})
@@ -171,6 +185,26 @@ def test_templates_tolerate_minimal_event_data(event_type):
         assert "Q-000009" in msg.subject
         assert "None" not in msg.text
         assert "None" not in msg.sms
+
+
+@pytest.mark.parametrize(
+    ("purpose", "path", "subject"),
+    [
+        ("invitation", "/invitations/accept", "You are invited to the Acme Repair portal"),
+        ("password_reset", "/password-reset", "Reset your Acme Repair password"),
+    ],
+)
+def test_sign_in_link_templates(strict_renderer, purpose, path, subject):
+    event = make_event("auth.link_issued", {**LINK_DATA, "purpose": purpose})
+    recipient = Recipient("portal", LINK_DATA["subject_id"], "Nina <Newbie>", email="n@x.test")
+    msg = strict_renderer.render(event, recipient, tenant_name="Acme Repair", portal_base=PORTAL)
+    link = f"https://portal.example.test/acme{path}?token=t%2Fk%2Bn%3D1%26x"
+    assert msg.subject == subject
+    assert link in msg.text and link in msg.sms
+    assert f'href="{link.replace("&", "&amp;")}"' in msg.html
+    assert "2030-01-02 03:04 UTC" in msg.text and "2030-01-02 03:04 UTC" in msg.html
+    assert "Nina <Newbie>" in msg.text and "Nina &lt;Newbie&gt;" in msg.html
+    assert ("did not ask for it" in msg.text) == (purpose == "password_reset")
 
 
 def test_unknown_event_uses_default_templates(strict_renderer):

@@ -5,10 +5,13 @@ import pytest
 
 from services.notify.domain import (
     CHANNELS,
+    CUSTOMER_AUDIENCES,
+    DEFAULT_NEW_REQUEST_ROLES,
     DELIVERY_STATUSES,
     ERROR_MAX_CHARS,
     MAX_ATTEMPTS,
     NOTIFICATION_RULES,
+    PLAN_CHANNELS,
     QUOTE_EVENT_TYPES,
     Recipient,
     Settlement,
@@ -21,7 +24,9 @@ from services.notify.domain import (
     notifying_event_types,
     parse_occurred_at,
     plan_deliveries,
+    record_link,
     settle,
+    visible_to_customer,
 )
 
 ALICE = Recipient("contact", "c-alice", "Alice", email="alice@cust.test", notify_by="email")
@@ -31,12 +36,16 @@ BOB = Recipient(
 CAROL = Recipient("contact", "c-carol", "Carol", email="carol@cust.test", notify_by="none")
 CONTACTS = [ALICE, BOB, CAROL]
 
-SAM = Recipient("staff", "s-sam", "Sam", email="sam@shop.test")
-TINA = Recipient("staff", "s-tina", "Tina", email="tina@shop.test", phone="+15550002")
+SAM = Recipient("staff", "s-sam", "Sam", email="sam@shop.test", roles=("advisor",))
+TINA = Recipient(
+    "staff", "s-tina", "Tina", email="tina@shop.test", phone="+15550002", roles=("technician",)
+)
 STAFF = [SAM, TINA]
 
-CONTACT_PLAN = {("c-alice", "email"), ("c-bob", "email"), ("c-bob", "sms")}
-ASSIGNEE_PLAN = {("s-sam", "email")}
+# The customer's people: each contact per preference, and the customer's in-app feed.
+CONTACT_PLAN = {("c-alice", "email"), ("c-bob", "email"), ("c-bob", "sms"), ("cust-1", "in_app")}
+ASSIGNEE_PLAN = {("s-sam", "email"), ("s-sam", "in_app")}
+VISIBLE = {"customer_id": "cust-1", "visible_to_customer": True}
 
 
 def plan(event_type, data, contacts=CONTACTS, staff=STAFF, **kwargs):
@@ -92,47 +101,29 @@ def test_channels_for_matrix(notify_by, email, phone, expected):
 
 # ------------------------------------------------------------------------- table
 
-ASSIGNED = {"assigned_to": "s-sam"}
+ASSIGNED = {**VISIBLE, "assigned_to": "s-sam"}
 
 TABLE = [
     # (event type, data, expected contacts notified?, expected assignee notified?)
-    (
-        "quote_request.created",
-        {**ASSIGNED, "created_by_customer": False, "visible_to_customer": True},
-        True,
-        True,
-    ),
+    ("quote_request.created", {**ASSIGNED, "created_by_customer": False}, True, True),
     (
         "quote_request.created",
         {**ASSIGNED, "created_by_customer": False, "visible_to_customer": False},
         False,
         True,
     ),
-    (
-        "quote_request.created",
-        {**ASSIGNED, "created_by_customer": True, "visible_to_customer": True},
-        False,
-        True,
-    ),
-    ("quote_request.created", {"created_by_customer": True}, False, False),
-    ("quote_request.created", {"assigned_to": None, "created_by_customer": True}, False, False),
-    (
-        "quote_request.created",
-        {"created_by_customer": False, "visible_to_customer": True},
-        True,
-        False,
-    ),
+    ("quote_request.created", {**VISIBLE, "created_by_customer": False}, True, False),
     ("quote_request.approval_requested", ASSIGNED, True, False),
     ("quote_request.approved", ASSIGNED, True, True),
-    ("quote_request.approved", {}, True, False),
+    ("quote_request.approved", VISIBLE, True, False),
     ("quote_request.denied", ASSIGNED, True, True),
     ("quote_request.cancelled", ASSIGNED, True, True),
     ("quote_request.comment_added", {**ASSIGNED, "author_kind": "staff"}, True, False),
     ("quote_request.comment_added", {**ASSIGNED, "author_kind": "portal"}, False, True),
-    ("quote_request.comment_added", {"author_kind": "portal"}, False, False),
+    ("quote_request.comment_added", {**VISIBLE, "author_kind": "portal"}, False, False),
     ("quote_request.comment_added", ASSIGNED, False, False),
     ("quote_request.assigned", ASSIGNED, False, True),
-    ("quote_request.assigned", {"assigned_to": "s-nobody"}, False, False),
+    ("quote_request.assigned", {**VISIBLE, "assigned_to": "s-nobody"}, False, False),
     ("quote_request.status_changed", {**ASSIGNED, "status": "in_process"}, False, False),
     ("quote_request.updated", ASSIGNED, False, False),
     ("quote_request.attachment_added", ASSIGNED, False, False),
@@ -148,20 +139,114 @@ def test_plan_table(event_type, data, contacts, assignee):
     assert plan(event_type, data) == expected
 
 
+# Every quote event x visibility: a record the customer may not see reaches none of the
+# customer's people by any channel; staff are told as usual.
+CUSTOMER_KINDS = {"contact", "customer"}
+EVERY_QUOTE_EVENT_DATA = [
+    {**ASSIGNED, "created_by_customer": created, "author_kind": author}
+    for created in (False, True)
+    for author in ("staff", "portal", None)
+]
+
+
+@pytest.mark.parametrize("event_type", QUOTE_EVENT_TYPES)
+@pytest.mark.parametrize("visible", [True, False, None], ids=["visible", "hidden", "unsaid"])
+def test_a_record_hidden_from_the_customer_reaches_no_customer_channel(event_type, visible):
+    told_customer = False
+    for data in EVERY_QUOTE_EVENT_DATA:
+        data = {**data, "visible_to_customer": visible}
+        if visible is None:
+            del data["visible_to_customer"]
+        planned = plan_deliveries(event_type, data, CONTACTS, STAFF)
+        to_customer = [(r, ch) for r, ch in planned if r.kind in CUSTOMER_KINDS]
+        if visible is not True:
+            assert to_customer == [], (data, to_customer)
+        told_customer = told_customer or bool(to_customer)
+        hidden = {**data, "visible_to_customer": False}
+        staff_side = {(r.id, ch) for r, ch in planned if r.kind == "staff"}
+        staff_hidden = {
+            (r.id, ch)
+            for r, ch in plan_deliveries(event_type, hidden, CONTACTS, STAFF)
+            if r.kind == "staff"
+        }
+        assert staff_side == staff_hidden  # visibility never changes what the shop hears
+    customer_facing = any(
+        rule.audience in CUSTOMER_AUDIENCES for rule in NOTIFICATION_RULES.get(event_type, ())
+    )
+    assert told_customer == (visible is True and customer_facing)
+
+
+def test_visibility_is_a_property_of_the_audience_not_of_each_rule():
+    assert {"contacts"} == CUSTOMER_AUDIENCES
+    assert visible_to_customer({"visible_to_customer": True})
+    for data in ({}, {"visible_to_customer": False}, {"visible_to_customer": "true"}):
+        assert not visible_to_customer(data)
+    # A future event type with a contacts rule and no flag of its own is still covered.
+    assert all(
+        "visible_to_customer" not in rule.when
+        for rules in NOTIFICATION_RULES.values()
+        for rule in rules
+    )
+
+
+# A customer asks for a quote: the tenant's chosen roles hear about it, by email and in-app.
+REQUEST = {**VISIBLE, "created_by_customer": True, "assigned_to": None}
+
+
+def test_a_customer_request_tells_the_new_request_roles():
+    assert plan("quote_request.created", REQUEST) == {("s-sam", "email"), ("s-sam", "in_app")}
+    # ...not the customer's own people, who made it
+    assert not [
+        r
+        for r, _ in plan_deliveries("quote_request.created", REQUEST, CONTACTS, STAFF)
+        if r.kind != "staff"
+    ]
+
+
+def test_new_request_roles_come_from_the_tenant_setting():
+    told = plan("quote_request.created", REQUEST, new_request_roles=["technician"])
+    assert told == {("s-tina", "email"), ("s-tina", "in_app")}
+    both = plan("quote_request.created", REQUEST, new_request_roles=["advisor", "technician"])
+    assert {rid for rid, _ in both} == {"s-sam", "s-tina"}
+    assert plan("quote_request.created", REQUEST, new_request_roles=[]) == set()
+    assert DEFAULT_NEW_REQUEST_ROLES == ("manager", "advisor")
+
+
+def test_a_staff_created_request_does_not_tell_the_roles():
+    data = {**REQUEST, "created_by_customer": False}
+    assert {rid for rid, _ in plan("quote_request.created", data) if rid.startswith("s-")} == set()
+
+
+def test_a_role_member_who_is_also_the_assignee_is_told_once_per_channel():
+    data = {**REQUEST, "assigned_to": "s-sam"}
+    result = plan_deliveries("quote_request.created", data, CONTACTS, STAFF)
+    assert [(r.id, ch) for r, ch in result] == [("s-sam", "email"), ("s-sam", "in_app")]
+
+
+def test_in_app_goes_to_staff_and_the_customer_never_to_a_contact():
+    result = plan_deliveries("quote_request.approved", ASSIGNED, CONTACTS, STAFF)
+    in_app = [(r.kind, r.id) for r, ch in result if ch == "in_app"]
+    assert in_app == [("customer", "cust-1"), ("staff", "s-sam")]
+    assert all(ch in PLAN_CHANNELS for _, ch in result)
+
+
+def test_staff_who_opted_out_of_messages_still_get_the_in_app_item():
+    quiet = Recipient("staff", "s-sam", "Sam", email="sam@shop.test", notify_by="none")
+    assert plan("quote_request.approved", ASSIGNED, contacts=[], staff=[quiet]) == {
+        ("cust-1", "in_app"),
+        ("s-sam", "in_app"),
+    }
+
+
 def test_assigned_event_notifies_the_new_assignee_over_all_their_channels():
     tina_both = Recipient("staff", "s-tina", "Tina", "t@shop.test", "+1555", notify_by="both")
     result = plan("quote_request.assigned", {"assigned_to": "s-tina"}, staff=[SAM, tina_both])
-    assert result == {("s-tina", "email"), ("s-tina", "sms")}
+    assert result == {("s-tina", "email"), ("s-tina", "sms"), ("s-tina", "in_app")}
 
 
-def test_staff_who_opted_out_gets_nothing():
-    quiet = Recipient("staff", "s-sam", "Sam", email="sam@shop.test", notify_by="none")
-    assert plan("quote_request.approved", ASSIGNED, contacts=[], staff=[quiet]) == set()
-
-
-def test_contacts_with_notify_by_none_get_nothing():
-    result = plan_deliveries("quote_request.approved", {}, [CAROL], STAFF)
-    assert result == []
+def test_contacts_with_notify_by_none_get_no_message():
+    result = plan_deliveries("quote_request.approved", VISIBLE, [CAROL], STAFF)
+    assert [(r.kind, ch) for r, ch in result] == [("customer", "in_app")]
 
 
 def test_each_recipient_channel_pair_at_most_once():
@@ -176,8 +261,13 @@ def test_each_recipient_channel_pair_at_most_once():
 def test_same_id_as_contact_and_staff_are_distinct_recipients():
     contact = Recipient("contact", "same", "C", email="c@x.test")
     member = Recipient("staff", "same", "S", email="s@x.test")
-    result = plan_deliveries("quote_request.approved", {"assigned_to": "same"}, [contact], [member])
-    assert [(r.kind, ch) for r, ch in result] == [("contact", "email"), ("staff", "email")]
+    data = {"assigned_to": "same", "visible_to_customer": True}
+    result = plan_deliveries("quote_request.approved", data, [contact], [member])
+    assert [(r.kind, ch) for r, ch in result] == [
+        ("contact", "email"),
+        ("staff", "email"),
+        ("staff", "in_app"),
+    ]
 
 
 def test_plan_order_is_contacts_then_assignee_with_email_first():
@@ -185,24 +275,29 @@ def test_plan_order_is_contacts_then_assignee_with_email_first():
     assert [(r.id, ch) for r, ch in result] == [
         ("c-bob", "email"),
         ("c-bob", "sms"),
+        ("cust-1", "in_app"),
         ("s-sam", "email"),
+        ("s-sam", "in_app"),
     ]
 
 
 def test_actor_is_not_notified_of_own_action():
     assert plan("quote_request.cancelled", ASSIGNED, actor_id="s-sam") == CONTACT_PLAN
     assert plan("quote_request.approved", ASSIGNED, actor_id="c-bob") == (
-        {("c-alice", "email")} | ASSIGNEE_PLAN
+        {("c-alice", "email"), ("cust-1", "in_app")} | ASSIGNEE_PLAN
     )
 
 
 def test_assigned_to_is_matched_as_string():
     staff = [Recipient("staff", "42", "N", email="n@shop.test")]
-    assert plan("quote_request.assigned", {"assigned_to": 42}, staff=staff) == {("42", "email")}
+    assert plan("quote_request.assigned", {"assigned_to": 42}, staff=staff) == {
+        ("42", "email"),
+        ("42", "in_app"),
+    }
 
 
-def test_table_only_names_quote_events_and_is_data():
-    assert set(NOTIFICATION_RULES) <= set(QUOTE_EVENT_TYPES)
+def test_table_names_quote_events_and_sign_in_links_and_is_data():
+    assert set(NOTIFICATION_RULES) <= {*QUOTE_EVENT_TYPES, "auth.link_issued"}
     assert set(notifying_event_types()) == {
         "quote_request.created",
         "quote_request.approval_requested",
@@ -211,7 +306,67 @@ def test_table_only_names_quote_events_and_is_data():
         "quote_request.cancelled",
         "quote_request.comment_added",
         "quote_request.assigned",
+        "auth.link_issued",
     }
+
+
+# ------------------------------------------------------------------ sign-in links
+
+LINK = {
+    "purpose": "invitation",
+    "subject_kind": "portal",
+    "subject_id": "p-nina",
+    "customer_id": "cust-1",
+    "email": "nina@cust.test",
+    "name": "Nina",
+    "token": "t/k+n",
+    "expires_at": "2030-01-01T00:00:00Z",
+}
+
+
+@pytest.mark.parametrize("subject_kind", ["portal", "staff"])
+def test_a_sign_in_link_goes_by_email_to_its_addressee_only(subject_kind):
+    data = {**LINK, "subject_kind": subject_kind, "visible_to_customer": True}
+    [(recipient, channel)] = plan_deliveries(
+        "auth.link_issued",
+        data,
+        CONTACTS,
+        STAFF,
+        actor_id="p-nina",  # may ask for it herself
+    )
+    assert channel == "email"
+    assert (recipient.kind, recipient.id, recipient.email, recipient.name) == (
+        subject_kind,
+        "p-nina",
+        "nina@cust.test",
+        "Nina",
+    )
+
+
+def test_a_sign_in_link_without_an_address_goes_nowhere():
+    assert plan_deliveries("auth.link_issued", {**LINK, "email": " "}, CONTACTS, STAFF) == []
+
+
+@pytest.mark.parametrize(
+    ("purpose", "expected"),
+    [
+        ("invitation", "https://p.test/invitations/accept?token=t%2Fk%2Bn"),
+        ("password_reset", "https://p.test/password-reset?token=t%2Fk%2Bn"),
+        ("something_else", "https://p.test"),
+    ],
+)
+def test_record_link_for_sign_in_links(purpose, expected):
+    assert record_link("https://p.test/", "auth.link_issued", {**LINK, "purpose": purpose}) == (
+        expected
+    )
+
+
+def test_record_link_for_quotes_and_others():
+    data = {"quote_request_id": "a/b"}
+    assert record_link("https://p.test", "quote_request.approved", data) == (
+        "https://p.test/quote-requests/a%2Fb"
+    )
+    assert record_link("https://p.test/", "work_order.created", {}) == "https://p.test"
 
 
 # ----------------------------------------------------------------- retry policy

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import ProgrammingError
 
 from contracts.events import make_envelope, parse_envelope
 from kit.context import ACTOR_KEY, Actor, Context
@@ -462,12 +463,17 @@ def test_tenant_a_cannot_see_tenant_b_rows(core, renderer, admin):
     assert {str(r.tenant_id) for r in raw_contacts} == {a.tenant}
     assert {str(r.tenant_id) for r in raw_deliveries} == {a.tenant}
     assert b.bob["id"] not in orm_ids and a.bob["id"] in orm_ids
-    with core.unit_of_work(system=True) as uow:
-        # the sweep's system view reaches every tenant's deliveries, never their contacts
+    with core.unit_of_work(worker=True) as uow:
+        # the sweeper's worker role reaches every tenant's deliveries ...
         everyone = uow.session.scalars(text("select tenant_id from notify.deliveries"))
         tenants = {str(t) for t in everyone}
-        assert uow.session.execute(text("select count(*) from notify.contacts")).scalar() == 0
     assert tenants == {a.tenant, b.tenant}
+    # ... and is refused every business table
+    with (
+        pytest.raises(ProgrammingError, match="permission denied"),
+        core.unit_of_work(worker=True) as uow,
+    ):
+        uow.session.execute(text("select count(*) from notify.contacts"))
 
 
 def test_delivery_log_for_staff(core, renderer, senders, admin):
@@ -517,7 +523,7 @@ def test_unknown_versions_fail_and_unknown_types_are_recorded_and_ignored(core, 
     unknown = {
         **shop.quote_event(),
         "id": str(uuid.uuid4()),
-        "type": "directory.unit.created",
+        "type": "work_order.invented",
         "data": {"id": str(uuid.uuid4())},
     }
     assert shop.handle(unknown) == []
@@ -585,3 +591,122 @@ def test_dispatch_failure_is_logged_not_raised(core, mail, tmp_path, monkeypatch
     core_for_nothing = SimpleNamespace()  # claiming fails: no unit_of_work
     channels.dispatch(core_for_nothing, [str(uuid.uuid4())])
     assert "the sweep will retry" in caplog.text
+
+
+# -------------------------------------------------------------- sign-in links
+
+
+def link_event(shop, *, purpose="invitation", subject_kind="portal", token=None, email=None):
+    data = {
+        "purpose": purpose,
+        "subject_kind": subject_kind,
+        "subject_id": str(uuid.uuid4()),
+        "customer_id": shop.customer if subject_kind == "portal" else None,
+        "email": email or "newbie@cust.test",
+        "name": "Nina Newbie",
+        "token": token or f"tok/{uuid.uuid4().hex}+secret",
+        "expires_at": "2030-01-02T03:04:05Z",
+    }
+    return event("auth.link_issued", data, shop.tenant, actor=shop_actor(shop))
+
+
+def shop_actor(shop):
+    return {"kind": "staff", "id": shop.staff_id, "name": "Sam"}
+
+
+@pytest.mark.parametrize(
+    ("purpose", "subject_kind", "path", "subject"),
+    [
+        (
+            "invitation",
+            "portal",
+            "/invitations/accept",
+            "You are invited to the Acme Motors portal",
+        ),
+        ("invitation", "staff", "/invitations/accept", "You are invited to the Acme Motors portal"),
+        ("password_reset", "portal", "/password-reset", "Reset your Acme Motors password"),
+        ("password_reset", "staff", "/password-reset", "Reset your Acme Motors password"),
+    ],
+)
+def test_a_sign_in_link_is_mailed_to_its_addressee_only(
+    core, renderer, senders, mail, admin, purpose, subject_kind, path, subject
+):
+    shop = Shop(core, renderer)
+    token = "a/b+c=d&e"
+    envelope = link_event(shop, purpose=purpose, subject_kind=subject_kind, token=token)
+    ids = shop.handle(envelope)
+    [row] = rows(admin)  # one delivery: not the customer's contacts, not the staff
+    assert (row.address, row.channel, row.recipient_kind) == (
+        "newbie@cust.test",
+        "email",
+        subject_kind,
+    )
+    assert str(row.recipient_id) == envelope["data"]["subject_id"]
+    assert deliver(core, senders, ids) == {"sent": 1}
+
+    [message] = mail.messages()
+    assert rcpt_to(message) == "newbie@cust.test"
+    assert message["Subject"] == subject
+    link = f"{PORTAL}{path}?token=a%2Fb%2Bc%3Dd%26e"
+    text_part = message.get_body(("plain",)).get_content()
+    html_part = message.get_body(("html",)).get_content()
+    assert link in text_part
+    assert f'href="{link.replace("&", "&amp;")}"' in html_part or f'href="{link}"' in html_part
+    assert "2030-01-02 03:04 UTC" in text_part
+    assert "Nina Newbie" in text_part
+
+
+def test_a_sign_in_link_never_shows_in_the_delivery_log_and_is_wiped_once_sent(
+    core, renderer, senders, mail, admin
+):
+    shop = Shop(core, renderer)
+    token = f"secret-{uuid.uuid4().hex}"
+    ids = shop.handle(link_event(shop, token=token))
+    # a quote event's bodies are kept, for comparison
+    quote_ids = shop.handle(shop.quote_event())
+    actor = shop.staff_actor()
+
+    def log_text():
+        with core.unit_of_work(actor) as uow:
+            return json.dumps(delivery_page(uow, actor, {}))
+
+    [pending] = rows(admin, "event_type = 'auth.link_issued'")
+    assert token in pending.body_text  # stored to be sent...
+    assert token not in log_text()  # ...never shown
+
+    deliver(core, senders, ids + quote_ids)
+    [sent] = rows(admin, "event_type = 'auth.link_issued'")
+    assert sent.status == "sent"
+    assert (sent.body_text, sent.body_html, sent.sms_body) == (None, None, None)
+    assert sent.subject == "You are invited to the Acme Motors portal"
+    assert sent.address == "newbie@cust.test"
+    others = rows(admin, "event_type <> 'auth.link_issued' and channel = 'email'")
+    assert others and all(r.body_text for r in others)
+    listed = log_text()
+    assert token not in listed and "newbie@cust.test" in listed
+    [linked] = [m for m in mail.messages() if rcpt_to(m) == "newbie@cust.test"]
+    assert token in linked.get_body(("plain",)).get_content()
+
+
+def test_a_sign_in_link_that_fails_for_good_is_wiped_too(core, renderer, senders, admin):
+    shop = Shop(core, renderer)
+    ids = shop.handle(link_event(shop, email="not-an-address"))
+    assert deliver(core, senders, ids) == {"failed": 1}
+    [row] = rows(admin)
+    assert (row.status, row.body_text, row.body_html) == ("failed", None, None)
+
+
+def test_a_sign_in_link_abandoned_on_its_last_attempt_is_wiped(core, renderer, senders, admin):
+    shop = Shop(core, renderer)
+    claim(core, shop.handle(link_event(shop)))
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "update notify.deliveries set attempts = :n,"
+                " lease_until = now() - interval '1 second'"
+            ),
+            {"n": domain.MAX_ATTEMPTS},
+        )
+    assert sweep(core, senders)["failed"] == 1
+    [row] = rows(admin)
+    assert (row.status, row.body_text, row.body_html) == ("failed", None, None)
