@@ -45,12 +45,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """One JSON object per line on stdout, for everything: Python warnings included
+    (``logging.captureWarnings``: a library's multi-line warning becomes one record)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     logging.Formatter.converter = time.gmtime
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)
     for noisy in ("kombu", "amqp", "nameko", "urllib3"):
         logging.getLogger(noisy).setLevel("WARNING")
 

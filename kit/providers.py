@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import eventlet
@@ -24,7 +25,7 @@ from sqlalchemy import MetaData
 from kit.config import Settings, load
 from kit.context import Context
 from kit.db import DatabaseCore, unavailable
-from kit.errors import DomainError, ServiceUnavailable
+from kit.errors import DomainError, ServiceUnavailable, status_for
 from kit.messaging import (
     BROKER_ERRORS,
     EventPublisher,
@@ -34,6 +35,13 @@ from kit.messaging import (
 )
 
 log = logging.getLogger(__name__)
+
+# RPC requests are published without confirms (see ``Rpc``), so nameko cannot detect an
+# unroutable request and warns on every process's first call. That is by design: a
+# request to a service that is not running ends as the call's timeout (503).
+warnings.filterwarnings(
+    "ignore", message="Mandatory delivery was requested", module=r"nameko\.amqp\.publish"
+)
 
 
 class WorkerDb:
@@ -223,15 +231,32 @@ class _RpcConsumer(RpcConsumer):
             return result, exc_info
 
 
+class _ClientErrorType(type):
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, DomainError) and status_for(instance.code) < 500
+
+
+class ClientError(metaclass=_ClientErrorType):
+    """``isinstance(exc, ClientError)``: a :class:`DomainError` the caller caused (a 4xx:
+    bad input, not found, forbidden...). Not an error of the system: nameko logs the
+    entrypoint's ``expected_exceptions`` at warning level instead of "error handling
+    worker" at ERROR. ``service_unavailable`` (503) and everything else stay errors."""
+
+
 class DomainRpc(NamekoRpc):
     """``@rpc`` whose domain errors reach the caller as ``DomainError(code, detail, errors)``.
 
     nameko rebuilds only exception classes the caller has imported; the gateway must not
     import every service's domain, so every rule broken crosses the wire as the base
-    class carrying its stable code.
+    class carrying its stable code. Client errors are expected (see :class:`ClientError`).
     """
 
     rpc_consumer = _RpcConsumer()
+
+    def __init__(self, expected_exceptions: Any = (), **kwargs: Any) -> None:
+        if not isinstance(expected_exceptions, tuple):
+            expected_exceptions = (expected_exceptions,)
+        super().__init__(expected_exceptions=(ClientError, *expected_exceptions), **kwargs)
 
     def handle_result(self, message: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
         if exc_info is not None and unavailable(exc_info[1]):
