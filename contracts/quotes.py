@@ -6,6 +6,11 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 STATUSES = ("pending", "in_process", "customer_approval_needed", "approved", "denied", "cancelled")
+# What PATCH may set; decisions go through /approve, /deny and /cancel.
+WORKING_STATUSES = ("pending", "in_process", "customer_approval_needed")
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_MAX = 200
+EXPORT_PAGE_MAX = 1000  # rows per export page between the gateway and the service
 Str = fields.String
 
 
@@ -19,8 +24,31 @@ class QuoteFilters(Schema):
     q = Str(validate=validate.Length(min=1, max=200))
 
 
-class QuoteListQuery(QuoteFilters):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+class PageQuery(Schema):
+    """``?limit=&cursor=`` of every list; the cursor is the opaque ``next_cursor`` of
+    the previous page."""
+
+    limit = fields.Integer(
+        load_default=LIST_LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIST_LIMIT_MAX)
+    )
+    cursor = Str(validate=validate.Length(max=200))
+
+
+class QuoteListQuery(QuoteFilters, PageQuery):
+    pass
+
+
+class OldestFirstPage(PageQuery):
+    """A page of a quote request's comments or attachments, oldest first."""
+
+
+class QuoteExportQuery(QuoteFilters):
+    """One page of the CSV export (gateway to service; not an HTTP query): newest
+    first, keyset-paged so the gateway streams every row."""
+
+    limit = fields.Integer(
+        load_default=EXPORT_PAGE_MAX, validate=validate.Range(min=1, max=EXPORT_PAGE_MAX)
+    )
     cursor = Str(validate=validate.Length(max=200))
 
 
@@ -28,16 +56,46 @@ class CreateQuoteRequest(Schema):
     description = Str(
         required=True, validate=validate.Length(min=1, max=5000), metadata={"multiline": True}
     )
-    customer_id = fields.UUID(metadata={"description": "Staff only: the customer it is for."})
-    unit_id = fields.UUID(allow_none=True)
+    customer_id = fields.UUID(
+        metadata={
+            "description": "Staff only: the customer it is for. A customer this tenant's "
+            "directory does not have is 422 with an error under customer_id (a customer "
+            "created a moment ago may take a few milliseconds to be known: retry)."
+        }
+    )
+    unit_id = fields.UUID(
+        allow_none=True,
+        metadata={
+            "description": "A unit of that customer (for a portal user restricted to some "
+            "units, one of them); any other id is 422 with an error under unit_id."
+        },
+    )
     work_order_id = fields.UUID(allow_none=True)
     visible_to_customer = fields.Boolean(metadata={"description": "Staff only; default true."})
 
 
 class PatchQuoteRequest(Schema):
     description = Str(validate=validate.Length(min=1, max=5000), metadata={"multiline": True})
-    assigned_to = fields.UUID(allow_none=True)
-    status = Str(validate=validate.OneOf(STATUSES))
+    assigned_to = fields.UUID(
+        allow_none=True,
+        metadata={
+            "description": "An active staff member of this tenant (null to unassign); "
+            "anyone else is 422 with an error under assigned_to."
+        },
+    )
+    status = Str(
+        validate=validate.OneOf(
+            WORKING_STATUSES,
+            error="PATCH moves a request only between pending, in_process and "
+            "customer_approval_needed; approve, deny and cancel with "
+            "POST /quote-requests/{{id}}/approve, /deny or /cancel",
+        ),
+        metadata={
+            "description": "Only the staff working states. Decisions (approved, denied, "
+            "cancelled) are 422 validation_failed here, with an error under status naming "
+            "the call that records them (who, on whose behalf, when)."
+        },
+    )
     visible_to_customer = fields.Boolean()
     version = fields.Integer(validate=validate.Range(min=1))
 

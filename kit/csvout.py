@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -26,9 +26,21 @@ def neutralize(cell: object) -> str:
 
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """The header and rows as one RFC 4180 CSV document, every cell neutralised."""
+    return "".join(iter_csv(header, rows))
+
+
+def iter_csv(
+    header: Sequence[str], rows: Iterable[Sequence[object]], chunk_bytes: int = 64 * 1024
+) -> Iterator[str]:
+    """The same document in pieces of about ``chunk_bytes``, pulling ``rows`` lazily:
+    a streamed response holds one piece in memory, whatever the number of rows."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, dialect="excel", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow([neutralize(cell) for cell in header])
     for row in rows:
         writer.writerow([neutralize(cell) for cell in row])
-    return buffer.getvalue()
+        if buffer.tell() >= chunk_bytes:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -1,4 +1,5 @@
-"""Keyset pagination on (created_at desc, id desc): stable under inserts, O(limit)."""
+"""Keyset pagination on (created_at, id), newest or oldest first: stable under inserts,
+O(limit) per page."""
 
 from __future__ import annotations
 
@@ -34,18 +35,39 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValidationFailed("The cursor is not valid.", {"cursor": ["not a cursor"]}) from exc
 
 
-def page(stmt: Any, model: Any, limit: int | None, cursor: str | None) -> Any:
-    """Apply order, cursor and limit (+1 to know if another page exists)."""
-    limit = max(1, min(limit or DEFAULT_LIMIT, MAX_LIMIT))
+def page(
+    stmt: Any,
+    model: Any,
+    limit: int | None,
+    cursor: str | None,
+    *,
+    oldest_first: bool = False,
+    max_limit: int = MAX_LIMIT,
+) -> Any:
+    """Apply order, cursor and limit (+1 to know if another page exists).
+
+    Newest first unless ``oldest_first`` (a thread of comments reads top to bottom).
+    ``max_limit`` lifts the cap for internal paging, e.g. an export streamed in pages.
+    """
+    limit = max(1, min(limit or DEFAULT_LIMIT, max_limit))
     if cursor:
         created_at, row_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
+        if oldest_first:
+            after = or_(
+                model.created_at > created_at,
+                and_(model.created_at == created_at, model.id > row_id),
+            )
+        else:
+            after = or_(
                 model.created_at < created_at,
                 and_(model.created_at == created_at, model.id < row_id),
             )
-        )
-    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1), limit
+        stmt = stmt.where(after)
+    if oldest_first:
+        order = (model.created_at.asc(), model.id.asc())
+    else:
+        order = (model.created_at.desc(), model.id.desc())
+    return stmt.order_by(*order).limit(limit + 1), limit
 
 
 def split(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:

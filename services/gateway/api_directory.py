@@ -392,6 +392,16 @@ class UnitCreate(Schema):
     )
 
 
+def unit_label(unit: Unit) -> str:
+    """How other services name a unit: fleet number, make, model (those given)."""
+    return " ".join(part for part in (unit.fleet_number, unit.make, unit.model) if part)
+
+
+def _unit_event(uow: Any, event: str, unit: Unit) -> None:
+    """Services that check unit references (quotes) keep a copy from these events."""
+    uow.emit(event, {"id": unit.id, "customer_id": unit.customer_id, "label": unit_label(unit)})
+
+
 @route(
     "GET",
     "/customers/{id}/units",
@@ -431,4 +441,5 @@ def create_unit(call: Call) -> Any:
         unit = Unit(customer_id=customer.id, **b)
         uow.session.add(unit)
         uow.session.flush()
+        _unit_event(uow, "directory.unit.created", unit)
         return unit

@@ -2,8 +2,9 @@
 
 Handlers validate with the contract schemas (the route's body/query), call the quotes
 service over RPC with JSON-safe payloads, and add what only the gateway knows: customer
-names from its directory (one query per response), the CSV export, and the file bytes
-of attachments (stored here by content hash, described in the quotes service).
+names from its directory (one query per response), the CSV export (streamed page by
+page), and the file bytes of attachments (stored here by content hash, described in
+the quotes service).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote as percent_encode
@@ -24,7 +25,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
 from contracts import quotes as c
-from kit.csvout import to_csv
+from kit.csvout import iter_csv, to_csv
 from kit.schemas import shared
 from kit.uploads import ALLOWED_TYPES, MAX_UPLOAD_BYTES, check_upload, sanitize_filename
 from services.gateway.models import Customer
@@ -131,6 +132,20 @@ def export_csv(items: Iterable[Mapping[str, Any]]) -> str:
     return to_csv(CSV_COLUMNS, (csv_row(item) for item in items))
 
 
+def follow_pages(
+    fetch: Callable[[str | None], Mapping[str, Any]], first: Mapping[str, Any]
+) -> Iterator[Mapping[str, Any]]:
+    """Every item of a keyset-paged list, fetching the next page only when the one
+    before is used up: one page in memory at a time, however many rows there are."""
+    page = first
+    while True:
+        yield from page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+        page = fetch(cursor)
+
+
 def json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
     """What a schema loaded, ready for RPC: UUIDs and datetimes as text."""
     out: dict[str, Any] = {}
@@ -235,17 +250,33 @@ def summarize_quote_requests(call: Call) -> Any:
 @route(
     "GET",
     "/quote-requests/export.csv",
-    callers=STAFF,
-    summary="Export the filtered quote requests as CSV",
+    callers=STAFF_OR_PORTAL,
+    summary="Export the filtered quote requests as CSV (every row the caller may see)",
     tag=TAG,
     query=c.QuoteFilters,
     content="text/csv",
 )
 def export_quote_requests(call: Call) -> Any:
-    rows = call.gw.quotes.export_quote_requests(json_safe(call.query))
-    items = with_customer_names(call, [dict(x) for x in rows])
-    response = Response(export_csv(items), status=200, content_type="text/csv; charset=utf-8")
+    """Streams every matching row, newest first, within the caller's scope (a portal
+    user: its customer's visible requests, narrowed to its units if restricted). Pages
+    are fetched as the client reads, so memory stays flat. The first page is fetched
+    before the response starts, so a refused query is still a problem+json; a failure
+    after that breaks the connection (the file is visibly incomplete, never short)."""
+    query = json_safe(call.query)
+
+    def fetch(cursor: str | None) -> Mapping[str, Any]:
+        page_query = {**query, "limit": c.EXPORT_PAGE_MAX}
+        if cursor:
+            page_query["cursor"] = cursor
+        page = call.gw.quotes.export_quote_requests(page_query)
+        return {**page, "items": with_customer_names(call, [dict(x) for x in page["items"]])}
+
+    rows = (csv_row(item) for item in follow_pages(fetch, fetch(None)))
+    response = Response(
+        iter_csv(CSV_COLUMNS, rows), status=200, content_type="text/csv; charset=utf-8"
+    )
     response.headers["Content-Disposition"] = f'attachment; filename="{CSV_FILENAME}"'
+    response.headers["Cache-Control"] = "private, no-store"
     return response
 
 
@@ -340,13 +371,15 @@ def cancel_quote_request(call: Call) -> Any:
     "GET",
     "/quote-requests/{id}/comments",
     callers=ANY_CALLER,
-    summary="Comments on a quote request",
+    summary="Comments on a quote request, oldest first",
     tag=TAG,
+    query=c.OldestFirstPage,
     response=c.CommentSchema,
     many=True,
 )
 def list_comments(call: Call) -> Any:
-    return _page(c.CommentSchema, call.gw.quotes.list_comments(call.path["id"]))
+    page = call.gw.quotes.list_comments(call.path["id"], json_safe(call.query))
+    return _page(c.CommentSchema, page["items"], page.get("next_cursor"))
 
 
 @route(
@@ -460,13 +493,15 @@ def add_attachment(call: Call) -> Any:
     "GET",
     "/quote-requests/{id}/attachments",
     callers=ANY_CALLER,
-    summary="Files attached to a quote request",
+    summary="Files attached to a quote request, oldest first",
     tag=TAG,
+    query=c.OldestFirstPage,
     response=c.AttachmentSchema,
     many=True,
 )
 def list_attachments(call: Call) -> Any:
-    return _page(c.AttachmentSchema, call.gw.quotes.list_attachments(call.path["id"]))
+    page = call.gw.quotes.list_attachments(call.path["id"], json_safe(call.query))
+    return _page(c.AttachmentSchema, page["items"], page.get("next_cursor"))
 
 
 @route(

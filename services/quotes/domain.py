@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
 
@@ -51,6 +51,12 @@ STATUSES: tuple[str, ...] = (
     CANCELLED,
 )
 FINAL_STATUSES: frozenset[str] = frozenset({APPROVED, DENIED, CANCELLED})
+# The states staff move a request between with PATCH. Decisions (approve, deny, cancel)
+# have calls of their own, which record who decided, on whose behalf and when.
+WORKING_STATUSES: tuple[str, ...] = (PENDING, IN_PROCESS, CUSTOMER_APPROVAL_NEEDED)
+DECISION_CALLS: Mapping[str, str] = MappingProxyType(
+    {APPROVED: "approve", DENIED: "deny", CANCELLED: "cancel"}
+)
 
 TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
@@ -165,6 +171,8 @@ class QuoteLike(Protocol):
     def visible_to_customer(self) -> bool: ...
     @property
     def status(self) -> str: ...
+    @property
+    def created_by(self) -> str: ...
 
 
 class QuoteRecord(QuoteLike, Protocol):
@@ -216,6 +224,15 @@ def summarize(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
     return summary
 
 
+def decision_call_hint(status: str) -> str:
+    """Why PATCH refuses a decision status, and which call makes that decision."""
+    call = DECISION_CALLS[status]
+    return (
+        f"{status} is a decision, recorded with who made it and when: "
+        f"use POST /quote-requests/{{id}}/{call}"
+    )
+
+
 def check_version(current: int, supplied: int | None) -> None:
     """Optimistic concurrency: a supplied version must be the current one."""
     if supplied is not None and supplied != current:
@@ -234,11 +251,15 @@ class Scope:
     tenant_id: str
     everything: bool = False  # staff/system: the whole tenant
     customer_id: str | None = None
-    unit_ids: frozenset[str] | None = None  # None: no unit restriction
+    # None: no unit restriction. Otherwise only requests about one of these units, or
+    # created by ``creator_id`` (a restricted account still sees what it asked for).
+    unit_ids: frozenset[str] | None = None
+    creator_id: str | None = None
     work_order_id: str | None = None
     nothing: bool = False
 
     def matches(self, quote: QuoteLike) -> bool:
+        """The rule for one row. ``service._scoped`` is its SQL twin: change both."""
         if self.nothing or quote.tenant_id != self.tenant_id:
             return False
         if self.everything:
@@ -249,10 +270,10 @@ class Scope:
             return False
         if self.work_order_id is not None and quote.work_order_id != self.work_order_id:
             return False
-        return not (
-            self.unit_ids is not None
-            and quote.unit_id is not None
-            and quote.unit_id not in self.unit_ids
+        if self.unit_ids is None:
+            return True
+        return (quote.unit_id is not None and quote.unit_id in self.unit_ids) or (
+            self.creator_id is not None and quote.created_by == self.creator_id
         )
 
 
@@ -261,8 +282,14 @@ def list_scope(actor: ActorLike) -> Scope:
     if _is_staff(actor):
         return Scope(tenant_id=actor.tenant_id, everything=True)
     if actor.kind == "portal" and actor.customer_id:
-        units = frozenset(actor.unit_ids) if actor.unit_ids is not None else None
-        return Scope(tenant_id=actor.tenant_id, customer_id=actor.customer_id, unit_ids=units)
+        if actor.unit_ids is None:
+            return Scope(tenant_id=actor.tenant_id, customer_id=actor.customer_id)
+        return Scope(
+            tenant_id=actor.tenant_id,
+            customer_id=actor.customer_id,
+            unit_ids=frozenset(actor.unit_ids),
+            creator_id=actor.id,
+        )
     if actor.kind == "token" and actor.work_order_id:
         return Scope(
             tenant_id=actor.tenant_id,
@@ -280,6 +307,29 @@ def ensure_visible(actor: ActorLike, quote: QuoteLike) -> None:
     """``NotFound`` for anything outside the caller's tenant/customer/unit/work-order scope."""
     if not can_see(actor, quote):
         raise NotFound(detail="quote request not found")
+
+
+# --- what the service knows of the directory ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Known:
+    """The directory facts the service holds about the ids one request names.
+
+    Built by the service from its local copies (kept from ``directory.*`` events), so
+    another tenant's ids, ids never seen and (for staff) inactive accounts are simply
+    absent. Empty by default: nothing is known, every reference is refused.
+    """
+
+    customers: frozenset[str] = frozenset()
+    # unit id -> its customer
+    unit_customers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    active_staff: frozenset[str] = frozenset()
+
+
+UNKNOWN_CUSTOMER = "unknown customer"
+UNKNOWN_UNIT = "unknown unit"
+UNKNOWN_ASSIGNEE = "unknown or inactive staff member"
 
 
 # --- creating -----------------------------------------------------------------------
@@ -306,16 +356,18 @@ def prepare_create(
     unit_id: object = None,
     work_order_id: object = None,
     visible_to_customer: object = None,
-    known_unit_ids: Collection[str] | None = None,
+    known: Known = Known(),
     known_work_order_ids: Collection[str] | None = None,
 ) -> NewQuote:
     """Authorize and validate a new quote request.
 
-    Portal users need ``quotes.request``; their customer is forced and the request is
-    always visible to them. Staff of any role name the customer and choose
-    visibility (default visible). ``known_unit_ids`` / ``known_work_order_ids`` are the
-    customer's units / work orders when the service knows them; an id outside them
-    (or outside a portal user's allowed units) is ``unknown``.
+    Portal users need ``quotes.request``; their customer is forced (it comes from
+    their signed identity, not from the request) and the request is always visible to
+    them. Staff of any role name the customer, which must be in ``known.customers``
+    (else 422 ``customer_id``), and choose visibility (default visible). A unit must be
+    a known unit of that customer and, for a portal user, one of its allowed units
+    (else 422 ``unit_id``, the same words whatever the reason). ``known_work_order_ids``
+    are the customer's work orders when the service knows them.
     """
     _ensure_writer(actor)
     errors: dict[str, list[str]] = {}
@@ -329,6 +381,8 @@ def prepare_create(
         by_customer = True
     elif _has_role(actor, CREATE_ROLES):
         customer = _uuid(errors, "customer_id", customer_id, required=True) or ""
+        if customer and customer not in known.customers:
+            errors.setdefault("customer_id", []).append(UNKNOWN_CUSTOMER)
         visible = _bool(errors, "visible_to_customer", visible_to_customer, default=True)
         by_customer = False
     else:
@@ -339,9 +393,9 @@ def prepare_create(
     if unit is not None:
         allowed_units = actor.unit_ids if actor.kind == "portal" else None
         if (allowed_units is not None and unit not in allowed_units) or (
-            known_unit_ids is not None and unit not in known_unit_ids
+            known.unit_customers.get(unit) != customer
         ):
-            errors.setdefault("unit_id", []).append("unknown unit")
+            errors.setdefault("unit_id", []).append(UNKNOWN_UNIT)
     work_order = _uuid(errors, "work_order_id", work_order_id, required=False)
     if (
         work_order is not None
@@ -455,10 +509,15 @@ def plan_patch(
     changes: Mapping[str, object],
     *,
     attachment_kinds: Iterable[str] = (),
+    known: Known = Known(),
 ) -> PatchPlan:
     """Staff (admin/manager/advisor) edit description, assignee, visibility and status.
 
-    Values equal to the current ones are not changes; an empty plan means nothing to do.
+    ``status`` moves only between ``WORKING_STATUSES``; approving, denying and
+    cancelling are decisions with calls of their own (422 ``status`` naming the call).
+    A new assignee must be an active staff member in ``known.active_staff`` (else 422
+    ``assigned_to``). Values equal to the current ones are not changes; an empty plan
+    means nothing to do.
     """
     ensure_visible(actor, quote)
     _ensure_writer(actor)
@@ -480,10 +539,16 @@ def plan_patch(
     if "assigned_to" in changes:
         assignee = _uuid(errors, "assigned_to", changes["assigned_to"], required=False)
         if "assigned_to" not in errors and assignee != quote.assigned_to:
-            out["assigned_to"] = assignee
+            if assignee is not None and assignee not in known.active_staff:
+                errors["assigned_to"] = [UNKNOWN_ASSIGNEE]
+            else:
+                out["assigned_to"] = assignee
     status = changes.get("status")
-    if "status" in changes and (not isinstance(status, str) or status not in TRANSITIONS):
-        errors["status"] = [f"must be one of {', '.join(STATUSES)}"]
+    if "status" in changes:
+        if isinstance(status, str) and status in DECISION_CALLS:
+            errors["status"] = [decision_call_hint(status)]
+        elif not isinstance(status, str) or status not in WORKING_STATUSES:
+            errors["status"] = [f"must be one of {', '.join(WORKING_STATUSES)}"]
     if errors:
         raise ValidationFailed(detail="the changes are not valid", errors=errors)
     decision = None

@@ -1,4 +1,15 @@
-"""Tables of the quotes service (schema ``quotes``)."""
+"""Tables of the quotes service (schema ``quotes``).
+
+``customers``, ``units`` and ``staff`` are local copies of directory facts, kept from
+``directory.*`` events (rule 1: no reads of another service's tables); every reference
+a caller sends (customer, unit, assignee) is checked against them. Each copy remembers
+the ``occurred_at`` of the fact it holds, so an older event arriving late never
+overwrites newer data.
+
+Every foreign key between these tables includes ``tenant_id``: PostgreSQL checks
+foreign keys without row-level security, so a plain ``id`` reference could point into
+another tenant.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -27,6 +38,14 @@ UUID = Uuid(as_uuid=False)
 
 class Base(DeclarativeBase):
     metadata = metadata
+
+
+def _of_quote_request() -> ForeignKeyConstraint:
+    """``(tenant_id, quote_request_id) -> quote_requests (tenant_id, id)``."""
+    return ForeignKeyConstraint(
+        ["tenant_id", "quote_request_id"],
+        ["quote_requests.tenant_id", "quote_requests.id"],
+    )
 
 
 class QuoteCounter(TenantScoped, Base):
@@ -63,6 +82,8 @@ class QuoteRequest(TenantScoped, Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (
         UniqueConstraint("tenant_id", "number"),
+        # The target of the tenant-bound foreign keys of comments and attachments.
+        UniqueConstraint("tenant_id", "id"),
         Index("ix_quote_requests_list", "tenant_id", "created_at", "id"),
         Index("ix_quote_requests_status", "tenant_id", "status"),
     )
@@ -71,7 +92,7 @@ class QuoteRequest(TenantScoped, Base):
 class Comment(TenantScoped, Base):
     __tablename__ = "comments"
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    quote_request_id: Mapped[str] = mapped_column(UUID, ForeignKey("quote_requests.id"), index=True)
+    quote_request_id: Mapped[str] = mapped_column(UUID, index=True)
     author_kind: Mapped[str] = mapped_column(String(16))
     author_id: Mapped[str] = mapped_column(UUID)
     author_name: Mapped[str] = mapped_column(String(200), default="")
@@ -79,12 +100,13 @@ class Comment(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     deleted_by: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    __table_args__ = (_of_quote_request(),)
 
 
 class Attachment(TenantScoped, Base):
     __tablename__ = "attachments"
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    quote_request_id: Mapped[str] = mapped_column(UUID, ForeignKey("quote_requests.id"), index=True)
+    quote_request_id: Mapped[str] = mapped_column(UUID, index=True)
     kind: Mapped[str] = mapped_column(String(32))
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(100))
@@ -94,3 +116,34 @@ class Attachment(TenantScoped, Base):
     uploaded_by_kind: Mapped[str] = mapped_column(String(16))
     uploaded_by_name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (_of_quote_request(),)
+
+
+# --- local copies of directory facts -----------------------------------------------
+
+
+def _source_occurred_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True))
+
+
+class KnownCustomer(TenantScoped, Base):
+    __tablename__ = "customers"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    source_occurred_at: Mapped[datetime] = _source_occurred_at()
+
+
+class KnownUnit(TenantScoped, Base):
+    __tablename__ = "units"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(UUID)
+    label: Mapped[str] = mapped_column(Text, default="")
+    source_occurred_at: Mapped[datetime] = _source_occurred_at()
+
+
+class KnownStaff(TenantScoped, Base):
+    __tablename__ = "staff"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean)
+    source_occurred_at: Mapped[datetime] = _source_occurred_at()

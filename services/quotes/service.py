@@ -1,11 +1,14 @@
 """Quote requests over RPC. Each entrypoint: parse with a contract schema, apply the
-domain's decision inside one unit of work (state + outbox event), return a dump."""
+domain's decision inside one unit of work (state + outbox event), return a dump.
+
+``directory.*`` events keep the local copies every reference is checked against
+(see :mod:`services.quotes.directory`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
 
 from contracts import quotes as c
 from kit import pagination
@@ -14,10 +17,11 @@ from kit.db import UnitOfWork, utcnow
 from kit.errors import NotFound
 from kit.health import HealthEndpoints
 from kit.ids import is_uuid
+from kit.messaging import event_consumer
 from kit.observability import Metrics
 from kit.providers import Database, rpc
 from kit.schemas import load, shared
-from services.quotes import domain
+from services.quotes import directory, domain
 from services.quotes.models import Attachment, Comment, QuoteCounter, QuoteRequest, metadata
 
 
@@ -87,23 +91,32 @@ def event_data(q: QuoteRequest, **extra: Any) -> dict[str, Any]:
     return data
 
 
-def _scoped(stmt: Any, actor: Actor) -> Any:
-    """The domain's scope as SQL: the same rules ``ensure_visible`` applies to one row."""
-    scope = domain.list_scope(actor)
+def scope_condition(scope: domain.Scope) -> Any:
+    """``Scope.matches`` as a SQL condition: the same rule, clause for clause (a
+    property test checks that both agree). The tenant clause is the unit of work's."""
     if scope.nothing:
-        return stmt.where(False)
+        return false()
     if scope.everything:
-        return stmt
-    stmt = stmt.where(QuoteRequest.visible_to_customer.is_(True))
+        return QuoteRequest.tenant_id == scope.tenant_id
+    clauses = [
+        QuoteRequest.tenant_id == scope.tenant_id,
+        QuoteRequest.visible_to_customer.is_(True),
+    ]
     if scope.customer_id is not None:
-        stmt = stmt.where(QuoteRequest.customer_id == scope.customer_id)
+        clauses.append(QuoteRequest.customer_id == scope.customer_id)
     if scope.work_order_id is not None:
-        stmt = stmt.where(QuoteRequest.work_order_id == scope.work_order_id)
+        clauses.append(QuoteRequest.work_order_id == scope.work_order_id)
     if scope.unit_ids is not None:
-        stmt = stmt.where(
-            or_(QuoteRequest.unit_id.is_(None), QuoteRequest.unit_id.in_(list(scope.unit_ids)))
-        )
-    return stmt
+        own_units = QuoteRequest.unit_id.in_(sorted(scope.unit_ids))
+        if scope.creator_id is not None:
+            own_units = or_(own_units, QuoteRequest.created_by == scope.creator_id)
+        clauses.append(own_units)
+    return and_(*clauses)
+
+
+def _scoped(stmt: Any, actor: Actor) -> Any:
+    """The caller's scope on a query of quote requests (lists, summary, export)."""
+    return stmt.where(scope_condition(domain.list_scope(actor)))
 
 
 def _filtered(stmt: Any, f: dict[str, Any]) -> Any:
@@ -147,14 +160,18 @@ class QuotesService(HealthEndpoints):
         return {"items": [to_dict(q) for q in rows], "next_cursor": next_cursor}
 
     @rpc
-    def export_quote_requests(self, query: dict[str, Any], max_rows: int = 10000) -> list[dict]:
+    def export_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the export (up to ``EXPORT_PAGE_MAX`` rows, newest first); the
+        gateway follows ``next_cursor`` to the end and streams the CSV as it goes."""
         actor = self.ctx.require_actor()
-        f = load(c.QuoteFilters, query)
+        f = load(c.QuoteExportQuery, query)
         with self.db.unit_of_work() as uow:
             stmt = _filtered(_scoped(select(QuoteRequest), actor), f)
-            stmt = stmt.order_by(QuoteRequest.created_at.desc(), QuoteRequest.id.desc())
-            rows = uow.session.scalars(stmt.limit(max_rows)).all()
-        return [to_dict(q) for q in rows]
+            stmt, limit = pagination.page(
+                stmt, QuoteRequest, f.get("limit"), f.get("cursor"), max_limit=c.EXPORT_PAGE_MAX
+            )
+            rows, next_cursor = pagination.split(list(uow.session.scalars(stmt)), limit)
+        return {"items": [to_dict(q) for q in rows], "next_cursor": next_cursor}
 
     @rpc
     def summarize_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
@@ -179,15 +196,18 @@ class QuotesService(HealthEndpoints):
     def create_quote_request(self, payload: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
         body = load(c.CreateQuoteRequest, payload)
-        new = domain.prepare_create(
-            actor,
-            description=body.get("description"),
-            customer_id=str(body["customer_id"]) if body.get("customer_id") else None,
-            unit_id=str(body["unit_id"]) if body.get("unit_id") else None,
-            work_order_id=str(body["work_order_id"]) if body.get("work_order_id") else None,
-            visible_to_customer=body.get("visible_to_customer"),
-        )
+        customer_id = str(body["customer_id"]) if body.get("customer_id") else None
+        unit_id = str(body["unit_id"]) if body.get("unit_id") else None
         with self.db.unit_of_work() as uow:
+            new = domain.prepare_create(
+                actor,
+                description=body.get("description"),
+                customer_id=customer_id,
+                unit_id=unit_id,
+                work_order_id=str(body["work_order_id"]) if body.get("work_order_id") else None,
+                visible_to_customer=body.get("visible_to_customer"),
+                known=directory.known(uow, customers=[customer_id], units=[unit_id]),
+            )
             q = QuoteRequest(
                 number=self._next_number(uow),
                 customer_id=new.customer_id,
@@ -219,7 +239,13 @@ class QuotesService(HealthEndpoints):
         }
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id, lock=True)
-            plan = domain.plan_patch(actor, q, changes, attachment_kinds=self._kinds(uow, q.id))
+            plan = domain.plan_patch(
+                actor,
+                q,
+                changes,
+                attachment_kinds=self._kinds(uow, q.id),
+                known=directory.known(uow, staff=[changes.get("assigned_to")]),
+            )
             domain.check_version(q.version, version)
             if plan.changes:
                 previous = q.status
@@ -278,16 +304,17 @@ class QuotesService(HealthEndpoints):
 
     # --- comments ---------------------------------------------------------------------
     @rpc
-    def list_comments(self, quote_id: str) -> list[dict[str, Any]]:
+    def list_comments(self, quote_id: str, query: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A page of the request's comments, oldest first (a thread reads top down)."""
         actor = self.ctx.require_actor()
+        f = load(c.OldestFirstPage, query or {})
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
-            rows = uow.session.scalars(
-                select(Comment)
-                .where(Comment.quote_request_id == q.id, Comment.deleted_at.is_(None))
-                .order_by(Comment.created_at, Comment.id)
-            ).all()
-            return [self._comment(x) for x in rows]
+            stmt = select(Comment).where(
+                Comment.quote_request_id == q.id, Comment.deleted_at.is_(None)
+            )
+            rows, next_cursor = self._oldest_first(uow, stmt, Comment, f)
+            return {"items": [self._comment(x) for x in rows], "next_cursor": next_cursor}
 
     @rpc
     def add_comment(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -378,16 +405,23 @@ class QuotesService(HealthEndpoints):
             return self._attachment(att)
 
     @rpc
-    def list_attachments(self, quote_id: str) -> list[dict[str, Any]]:
+    def list_attachments(
+        self, quote_id: str, query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A page of the request's files, oldest first."""
         actor = self.ctx.require_actor()
+        f = load(c.OldestFirstPage, query or {})
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
-            rows = uow.session.scalars(
-                select(Attachment)
-                .where(Attachment.quote_request_id == q.id)
-                .order_by(Attachment.created_at, Attachment.id)
-            ).all()
-            return [self._attachment(a) for a in rows]
+            stmt = select(Attachment).where(Attachment.quote_request_id == q.id)
+            rows, next_cursor = self._oldest_first(uow, stmt, Attachment, f)
+            return {"items": [self._attachment(a) for a in rows], "next_cursor": next_cursor}
+
+    # --- directory facts --------------------------------------------------------------
+    @event_consumer("quotes")
+    def on_directory_event(self, event: dict[str, Any]) -> None:
+        """Keep the local copies of customers, units and staff (exactly once)."""
+        directory.handle_event(self.db.core, event)
 
     @rpc
     def get_attachment(self, quote_id: str, attachment_id: str) -> dict[str, Any]:
@@ -401,6 +435,15 @@ class QuotesService(HealthEndpoints):
             return self._attachment(att)
 
     # --- helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _oldest_first(
+        uow: UnitOfWork, stmt: Any, model: Any, f: dict[str, Any]
+    ) -> tuple[list[Any], str | None]:
+        stmt, limit = pagination.page(
+            stmt, model, f.get("limit"), f.get("cursor"), oldest_first=True
+        )
+        return pagination.split(list(uow.session.scalars(stmt)), limit)
+
     @staticmethod
     def _get(uow: UnitOfWork, model: Any, row_id: str) -> Any:
         if not is_uuid(row_id):

@@ -328,7 +328,7 @@ def test_every_quote_route_of_the_contract_is_registered_with_its_callers():
         ("POST", "/quote-requests"): ("staff", "portal"),
         ("GET", "/quote-requests"): ("staff", "portal", "token"),
         ("GET", "/quote-requests/summary"): ("staff", "portal", "token"),
-        ("GET", "/quote-requests/export.csv"): ("staff",),
+        ("GET", "/quote-requests/export.csv"): ("staff", "portal"),
         ("GET", "/quote-requests/{id}"): ("staff", "portal", "token"),
         ("PATCH", "/quote-requests/{id}"): ("staff",),
         ("POST", "/quote-requests/{id}/approve"): ("staff", "portal"),
@@ -467,11 +467,15 @@ def test_export_is_csv_attachment_with_names_in_one_query(tmp_path):
         quote_item(customer_id=OTHER_CUSTOMER),
     ]
     gw = FakeGateway(
-        tmp_path, {CUSTOMER: "Acme, Inc.", OTHER_CUSTOMER: "=Bolt"}, export_quote_requests=rows
+        tmp_path,
+        {CUSTOMER: "Acme, Inc.", OTHER_CUSTOMER: "=Bolt"},
+        export_quote_requests={"items": rows, "next_cursor": None},
     )
     query = load(c.QuoteFilters, {"status": "pending"}, "query")
     response = q.export_quote_requests(make_call(gw, query=query))
-    assert gw.quotes.calls == [("export_quote_requests", ({"status": "pending"},))]
+    assert gw.quotes.calls == [
+        ("export_quote_requests", ({"status": "pending", "limit": c.EXPORT_PAGE_MAX},))
+    ]
     assert len(gw.db.statements) == 1
     assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert response.headers["Content-Disposition"] == 'attachment; filename="quote-requests.csv"'
@@ -481,7 +485,47 @@ def test_export_is_csv_attachment_with_names_in_one_query(tmp_path):
     assert parsed[1][4] == "'-cmd|' /C calc'!A0"
 
 
-def test_comment_and_attachment_lists_are_pages(tmp_path):
+def test_export_streams_every_page_fetching_each_only_when_needed(tmp_path):
+    """Three pages: the first is fetched before the response starts (a refusal is
+    still a problem+json), the others only as the body is read."""
+    pages = {
+        None: {"items": [quote_item(number="Q-000003")], "next_cursor": "c1"},
+        "c1": {"items": [quote_item(number="Q-000002")], "next_cursor": "c2"},
+        "c2": {"items": [quote_item(number="Q-000001")], "next_cursor": None},
+    }
+    gw = FakeGateway(
+        tmp_path, {CUSTOMER: "Acme"}, export_quote_requests=lambda f: pages[f.get("cursor")]
+    )
+    response = q.export_quote_requests(make_call(gw, query={}))
+    assert response.is_streamed
+    assert [args[0].get("cursor") for _, args in gw.quotes.calls] == [None]
+    body = b"".join(response.iter_encoded()).decode()
+    assert [args[0].get("cursor") for _, args in gw.quotes.calls] == [None, "c1", "c2"]
+    assert [row[0] for row in csv.reader(io.StringIO(body))] == [
+        "number", "Q-000003", "Q-000002", "Q-000001"
+    ]  # fmt: skip
+    assert {args[0]["limit"] for _, args in gw.quotes.calls} == {c.EXPORT_PAGE_MAX}
+
+
+def test_follow_pages_holds_one_page_at_a_time():
+    fetched: list[str | None] = []
+
+    def fetch(cursor: str | None) -> dict[str, Any]:
+        fetched.append(cursor)
+        n = int(cursor or 0)
+        return {"items": [n], "next_cursor": str(n + 1) if n < 4 else None}
+
+    items = q.follow_pages(fetch, fetch(None))
+    assert next(items) == 0 and fetched == [None]
+    assert next(items) == 1 and fetched == [None, "1"]
+    assert list(items) == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("handler", "method"),
+    [(q.list_comments, "list_comments"), (q.list_attachments, "list_attachments")],
+)
+def test_comment_and_attachment_lists_are_pages(tmp_path, handler, method):
     comment = {
         "id": str(uuid.uuid4()),
         "quote_request_id": QID,
@@ -491,10 +535,13 @@ def test_comment_and_attachment_lists_are_pages(tmp_path):
         "body": "Hi",
         "created_at": "2025-03-01T10:00:00+00:00",
     }
-    gw = FakeGateway(tmp_path, list_comments=[comment])
-    page = q.list_comments(make_call(gw, path={"id": QID}))
-    assert page["next_cursor"] is None
-    assert c.CommentSchema().dump(page["items"], many=True) == [comment]
+    gw = FakeGateway(tmp_path, **{method: {"items": [comment], "next_cursor": "abc"}})
+    query = load(c.OldestFirstPage, {"limit": "2", "cursor": "xyz"}, "query")
+    page = handler(make_call(gw, path={"id": QID}, query=query))
+    assert gw.quotes.calls == [(method, (QID, {"limit": 2, "cursor": "xyz"}))]
+    assert page["next_cursor"] == "abc"
+    if method == "list_comments":
+        assert c.CommentSchema().dump(page["items"], many=True) == [comment]
 
 
 # --- uploads --------------------------------------------------------------------------

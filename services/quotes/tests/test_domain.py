@@ -43,6 +43,7 @@ class Quote:
     status: str = d.PENDING
     description: str = "Replace the hydraulic hose"
     assigned_to: str | None = None
+    created_by: str = "staff-1"
 
 
 def staff(*roles: str, tenant: str = TENANT) -> Actor:
@@ -79,6 +80,14 @@ def token(work_order: str | None = WORK_ORDER, customer: str | None = CUSTOMER) 
 
 
 SYSTEM = Actor(kind="system", id="system", tenant_id=TENANT)
+INACTIVE_USER = str(uuid.UUID(int=32))
+# What the service knows of the directory in most tests: both units are the customer's,
+# USER is active (INACTIVE_USER is not in active_staff), OTHER_CUSTOMER is unknown.
+KNOWN = d.Known(
+    customers=frozenset({CUSTOMER}),
+    unit_customers={UNIT_A: CUSTOMER, UNIT_B: CUSTOMER},
+    active_staff=frozenset({USER}),
+)
 BOTH = (d.PERM_REQUEST, d.PERM_APPROVE)
 
 ACTORS: dict[str, Actor] = {
@@ -239,9 +248,15 @@ def test_nobody_sees_another_tenant(name):
         (portal(), Quote(visible_to_customer=False), False),
         (portal(units=(UNIT_A,)), Quote(unit_id=UNIT_A), True),
         (portal(units=(UNIT_A,)), Quote(unit_id=UNIT_B), False),
-        (portal(units=(UNIT_A,)), Quote(unit_id=None), True),
+        # a restricted account: its units, and whatever it created itself; nothing else
+        (portal(units=(UNIT_A,)), Quote(unit_id=None), False),
+        (portal(units=(UNIT_A,)), Quote(unit_id=None, created_by="portal-1"), True),
+        (portal(units=(UNIT_A,)), Quote(unit_id=UNIT_B, created_by="portal-1"), True),
+        (portal(units=(UNIT_A,)), Quote(unit_id=None, created_by="portal-2"), False),
         (portal(units=()), Quote(unit_id=UNIT_A), False),
-        (portal(units=()), Quote(unit_id=None), True),
+        (portal(units=()), Quote(unit_id=None), False),
+        (portal(units=()), Quote(unit_id=None, created_by="portal-1"), True),
+        (portal(units=None), Quote(unit_id=None), True),
         (portal(units=None), Quote(unit_id=UNIT_B), True),
         (portal(customer=None), Quote(), False),
         (portal(*BOTH, read_only=True), Quote(), True),
@@ -267,8 +282,9 @@ def test_customer_side_scope(actor, quote, visible):
 def test_list_scope_describes_the_filter():
     assert d.list_scope(staff("advisor")) == d.Scope(tenant_id=TENANT, everything=True)
     assert d.list_scope(portal(units=(UNIT_A,))) == d.Scope(
-        tenant_id=TENANT, customer_id=CUSTOMER, unit_ids=frozenset({UNIT_A})
+        tenant_id=TENANT, customer_id=CUSTOMER, unit_ids=frozenset({UNIT_A}), creator_id="portal-1"
     )
+    assert d.list_scope(portal()) == d.Scope(tenant_id=TENANT, customer_id=CUSTOMER)
     assert d.list_scope(token()) == d.Scope(
         tenant_id=TENANT, customer_id=CUSTOMER, work_order_id=WORK_ORDER
     )
@@ -286,6 +302,7 @@ quotes = st.builds(
     work_order_id=work_orders,
     visible_to_customer=st.booleans(),
     status=st.sampled_from(ALL_STATUSES),
+    created_by=st.sampled_from(["someone", "someone-else"]),
 )
 actors = st.builds(
     Actor,
@@ -311,7 +328,10 @@ def oracle(actor: Actor, quote: Quote) -> bool:
     if actor.kind == "portal":
         if actor.customer_id is None or quote.customer_id != actor.customer_id:
             return False
-        return actor.unit_ids is None or quote.unit_id is None or quote.unit_id in actor.unit_ids
+        if actor.unit_ids is None:
+            return True
+        # restricted to some units: those units' records and its own, nothing else
+        return quote.unit_id in actor.unit_ids or quote.created_by == actor.id
     if actor.kind == "token":
         if actor.work_order_id is None or quote.work_order_id != actor.work_order_id:
             return False
@@ -356,6 +376,7 @@ def test_portal_create_is_forced_to_its_customer_and_visible():
         visible_to_customer=False,
         unit_id=UNIT_A.upper(),
         work_order_id=WORK_ORDER,
+        known=KNOWN,
     )
     assert new == d.NewQuote(
         customer_id=CUSTOMER,
@@ -385,14 +406,14 @@ def test_portal_without_customer_cannot_create():
 
 def test_portal_unit_restriction_on_create():
     actor = portal(d.PERM_REQUEST, units=(UNIT_A,))
-    assert d.prepare_create(actor, description="x", unit_id=UNIT_A).unit_id == UNIT_A
+    assert d.prepare_create(actor, description="x", unit_id=UNIT_A, known=KNOWN).unit_id == UNIT_A
     assert d.prepare_create(actor, description="x").unit_id is None
     with pytest.raises(ValidationFailed) as err:
-        d.prepare_create(actor, description="x", unit_id=UNIT_B)
+        d.prepare_create(actor, description="x", unit_id=UNIT_B, known=KNOWN)
     assert err.value.errors == {"unit_id": ["unknown unit"]}
 
 
-def test_known_units_and_work_orders_are_enforced_when_given():
+def test_known_units_and_work_orders_are_enforced():
     actor = portal(d.PERM_REQUEST)
     with pytest.raises(ValidationFailed) as err:
         d.prepare_create(
@@ -400,7 +421,7 @@ def test_known_units_and_work_orders_are_enforced_when_given():
             description="x",
             unit_id=UNIT_B,
             work_order_id=OTHER_WORK_ORDER,
-            known_unit_ids={UNIT_A},
+            known=d.Known(unit_customers={UNIT_A: CUSTOMER}),
             known_work_order_ids={WORK_ORDER},
         )
     assert err.value.errors == {
@@ -409,15 +430,73 @@ def test_known_units_and_work_orders_are_enforced_when_given():
     }
 
 
+def test_staff_create_refuses_a_customer_the_service_does_not_know():
+    """Another tenant's customer, or one never heard of, is simply not known here."""
+    with pytest.raises(ValidationFailed) as err:
+        d.prepare_create(staff("admin"), description="x", customer_id=OTHER_CUSTOMER, known=KNOWN)
+    assert err.value.errors == {"customer_id": ["unknown customer"]}
+    with pytest.raises(ValidationFailed) as err:  # nothing known: nothing accepted
+        d.prepare_create(staff("admin"), description="x", customer_id=CUSTOMER)
+    assert err.value.errors == {"customer_id": ["unknown customer"]}
+
+
+@pytest.mark.parametrize(
+    "unit_customers",
+    [{}, {UNIT_A: OTHER_CUSTOMER}],
+    ids=["unknown_unit", "unit_of_another_customer"],
+)
+@pytest.mark.parametrize("who", ["staff", "portal", "portal_restricted"])
+def test_a_unit_must_be_a_known_unit_of_the_quotes_customer(unit_customers, who):
+    actor = {
+        "staff": staff("advisor"),
+        "portal": portal(d.PERM_REQUEST),
+        "portal_restricted": portal(d.PERM_REQUEST, units=(UNIT_A,)),
+    }[who]
+    known = d.Known(customers=frozenset({CUSTOMER}), unit_customers=unit_customers)
+    with pytest.raises(ValidationFailed) as err:
+        d.prepare_create(actor, description="x", customer_id=CUSTOMER, unit_id=UNIT_A, known=known)
+    assert err.value.errors == {"unit_id": ["unknown unit"]}
+
+
+def test_a_portal_users_customer_comes_from_its_identity_not_the_directory_copy():
+    """A portal user's customer is the one its signed identity names: no reference to
+    check, so a brand-new customer's portal user is never refused for lag."""
+    new = d.prepare_create(portal(d.PERM_REQUEST), description="x", known=d.Known())
+    assert new.customer_id == CUSTOMER
+
+
+@pytest.mark.parametrize(
+    "assignee", [OTHER_CUSTOMER, INACTIVE_USER], ids=["unknown_or_other_tenant", "inactive"]
+)
+def test_patch_refuses_an_assignee_who_is_not_an_active_staff_member(assignee):
+    with pytest.raises(ValidationFailed) as err:
+        d.plan_patch(staff("manager"), Quote(), {"assigned_to": assignee}, known=KNOWN)
+    assert err.value.errors == {"assigned_to": ["unknown or inactive staff member"]}
+
+
+def test_patch_keeps_or_clears_an_assignee_without_asking_the_directory():
+    quote = Quote(assigned_to=INACTIVE_USER)
+    same = d.plan_patch(staff("manager"), quote, {"assigned_to": INACTIVE_USER})
+    assert dict(same.changes) == {}
+    cleared = d.plan_patch(staff("manager"), quote, {"assigned_to": None})
+    assert dict(cleared.changes) == {"assigned_to": None}
+
+
 @pytest.mark.parametrize("role", ["admin", "manager", "advisor", "technician"])
 def test_staff_of_every_role_create_for_a_customer(role):
-    new = d.prepare_create(staff(role), description="Quote tyres", customer_id=CUSTOMER)
+    new = d.prepare_create(
+        staff(role), description="Quote tyres", customer_id=CUSTOMER, known=KNOWN
+    )
     assert new.customer_id == CUSTOMER
     assert new.visible_to_customer is True
     assert new.created_by_customer is False
     assert new.created_by == "staff-1"
     hidden = d.prepare_create(
-        staff(role), description="Quote tyres", customer_id=CUSTOMER, visible_to_customer=False
+        staff(role),
+        description="Quote tyres",
+        customer_id=CUSTOMER,
+        visible_to_customer=False,
+        known=KNOWN,
     )
     assert hidden.visible_to_customer is False
 
@@ -456,7 +535,8 @@ def test_callers_who_cannot_create(actor):
 
 
 def test_system_creates_like_staff():
-    assert d.prepare_create(SYSTEM, description="x", customer_id=CUSTOMER).created_by == "system"
+    new = d.prepare_create(SYSTEM, description="x", customer_id=CUSTOMER, known=KNOWN)
+    assert new.created_by == "system"
 
 
 @pytest.mark.parametrize(
@@ -473,15 +553,16 @@ def test_system_creates_like_staff():
 )
 def test_description_rules(value, message):
     with pytest.raises(ValidationFailed) as err:
-        d.prepare_create(staff("advisor"), description=value, customer_id=CUSTOMER)
+        d.prepare_create(staff("advisor"), description=value, customer_id=CUSTOMER, known=KNOWN)
     assert err.value.errors == {"description": [message]}
 
 
 def test_description_limits_and_multiline_text_are_fine():
     text = "x" * 5000
-    assert d.prepare_create(staff("admin"), description=text, customer_id=CUSTOMER).description
+    admin = staff("admin")
+    assert d.prepare_create(admin, description=text, customer_id=CUSTOMER, known=KNOWN).description
     multi = "Line one\n\tLine two\r\nLine three"
-    got = d.prepare_create(staff("admin"), description=multi, customer_id=CUSTOMER)
+    got = d.prepare_create(admin, description=multi, customer_id=CUSTOMER, known=KNOWN)
     assert got.description == multi.replace("\r\n", "\n")  # kit.text: CRLF -> LF
 
 
@@ -698,7 +779,7 @@ def test_patch_description_and_visibility_emit_updated():
 
 
 def test_patch_assignee_is_canonical_and_can_be_cleared():
-    plan = d.plan_patch(staff("manager"), Quote(), {"assigned_to": USER.upper()})
+    plan = d.plan_patch(staff("manager"), Quote(), {"assigned_to": USER.upper()}, known=KNOWN)
     assert dict(plan.changes) == {"assigned_to": USER}
     assert plan.events == ("quote_request.assigned",)
     cleared = d.plan_patch(staff("manager"), Quote(assigned_to=USER), {"assigned_to": None})
@@ -727,6 +808,7 @@ def test_patch_status_goes_through_the_state_machine():
         staff("advisor"),
         Quote(status="pending"),
         {"status": "in_process", "assigned_to": USER, "description": "More detail"},
+        known=KNOWN,
     )
     assert dict(plan.changes) == {
         "status": "in_process",
@@ -740,7 +822,9 @@ def test_patch_status_goes_through_the_state_machine():
     )
     assert plan.decision is not None and plan.decision.status == "in_process"
     with pytest.raises(InvalidTransition):
-        d.plan_patch(staff("manager"), Quote(status="pending"), {"status": "approved"})
+        d.plan_patch(
+            staff("manager"), Quote(status="pending"), {"status": "customer_approval_needed"}
+        )
     with pytest.raises(d.QuoteDocumentRequired):
         d.plan_patch(
             staff("advisor"), Quote(status="in_process"), {"status": "customer_approval_needed"}
@@ -754,12 +838,20 @@ def test_patch_status_goes_through_the_state_machine():
     assert ok.events == ("quote_request.approval_requested",)
 
 
-def test_patch_cannot_bypass_decision_rights():
-    quote = Quote(status="customer_approval_needed")
-    with pytest.raises(Forbidden):
-        d.plan_patch(staff("advisor"), quote, {"status": "approved"})
-    plan = d.plan_patch(staff("manager"), quote, {"status": "approved"})
-    assert plan.decision is not None and plan.decision.on_behalf
+@pytest.mark.parametrize(
+    ("status", "call"), [("approved", "approve"), ("denied", "deny"), ("cancelled", "cancel")]
+)
+@pytest.mark.parametrize("current", ALL_STATUSES)
+def test_patch_never_makes_a_decision(status, call, current):
+    """Decisions are recorded (who, on whose behalf, when) only by their own calls:
+    PATCH refuses them whoever asks and whatever the state, naming the call."""
+    quote = Quote(status=current)
+    for role in ("admin", "manager", "advisor"):
+        with pytest.raises(ValidationFailed) as err:
+            d.plan_patch(staff(role), quote, {"status": status})
+        assert err.value.code == "validation_failed"
+        (message,) = err.value.errors["status"]
+        assert f"POST /quote-requests/{{id}}/{call}" in message
 
 
 @pytest.mark.parametrize(
@@ -789,10 +881,7 @@ def test_patch_field_errors_are_collected():
         "description": ["must not be blank"],
         "visible_to_customer": ["must be true or false"],
         "assigned_to": ["must be a UUID"],
-        "status": [
-            "must be one of pending, in_process, customer_approval_needed, approved, denied, "
-            "cancelled"
-        ],
+        "status": ["must be one of pending, in_process, customer_approval_needed"],
     }
 
 
