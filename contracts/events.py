@@ -16,6 +16,14 @@ from marshmallow import Schema, ValidationError, fields, validate
 from kit.schemas import shared
 
 EXCHANGE = "portico.events"
+# The same events again, except PRIVATE_EVENTS, for external integrations, routed by
+# ``<tenant_id>.<event type>``: the broker's topic permissions keep each integration
+# account to its own tenant's routing keys.
+INTEGRATION_EXCHANGE = "portico.integration"
+
+
+def integration_routing_key(envelope: dict[str, Any]) -> str:
+    return f"{envelope['tenant_id']}.{envelope['type']}"
 
 
 class ActorSchema(Schema):

@@ -7,13 +7,19 @@ that is only safe on a laptop into a hard error naming the missing variable.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 SERVICES = ("gateway", "quotes", "notify")
 DEFAULT_PORTS = {"gateway": 8080, "quotes": 8081, "notify": 8082}
+DEV_AMQP_ADMIN_URI = "amqp://guest:guest@127.0.0.1:5672/"
+# Broker accounts `portico setup` creates (user <AMQP_USER_PREFIX><role>); integration
+# accounts are issued one by one (`portico integration create`).
+BROKER_ROLES = ("services", "operator")
 
 
 class ConfigError(Exception):
@@ -23,7 +29,10 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     env: str
-    amqp_uri: str
+    amqp_uri: str  # the services' broker account
+    amqp_admin_uri: str | None  # broker administrator: `portico setup` only
+    amqp_user_prefix: str
+    rabbitmq_management_url: str | None
     admin_database_url: str
     database_url: str | None
     rpc_timeout: float
@@ -81,6 +90,30 @@ class Settings:
     def port(self, service: str) -> int:
         return int(self.raw.get("PORT") or DEFAULT_PORTS.get(service, 8090))
 
+    def broker_user(self, role: str) -> str:
+        """Broker user names are global to a RabbitMQ server (permissions are per vhost),
+        hence the configurable prefix: two installations, or two test runs, never share one."""
+        return f"{self.amqp_user_prefix}{role}"
+
+    def broker_password(self, role: str) -> str:
+        """``AMQP_<ROLE>_PASSWORD``; in development a password derived from the admin URI
+        (stable across processes, so nothing has to be written down)."""
+        return broker_password(self.raw, role, self.amqp_admin_uri)
+
+    def admin_amqp_uri(self) -> str:
+        if not self.amqp_admin_uri:
+            raise ConfigError("AMQP_ADMIN_URI is required when PORTICO_ENV=production")
+        return self.amqp_admin_uri
+
+    def operator_amqp_uri(self) -> str:
+        """What operator tools (``portico dead-letters``) connect as: ``AMQP_OPERATOR_URI``,
+        else the services' host and vhost with the operator account."""
+        explicit = self.raw.get("AMQP_OPERATOR_URI")
+        if explicit:
+            return explicit
+        base = self.amqp_admin_uri or self.amqp_uri
+        return amqp_with_user(base, self.broker_user("operator"), self.broker_password("operator"))
+
 
 def with_user(url: str, user: str, password: str | None = None) -> str:
     parts = urlsplit(url)
@@ -89,6 +122,35 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
         host = f"{host}:{parts.port}"
     auth = user if password is None else f"{user}:{password}"
     return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path, parts.query, ""))
+
+
+def amqp_with_user(uri: str, user: str, password: str) -> str:
+    """The same broker and vhost as ``uri``, logged in as ``user`` (both quoted)."""
+    parts = urlsplit(uri)
+    host = parts.hostname or "127.0.0.1"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path or "/", parts.query, ""))
+
+
+def amqp_vhost(uri: str) -> str:
+    """The vhost of an AMQP URI as kombu reads it: ``/`` when the path is empty."""
+    path = urlsplit(uri).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def broker_password(env: Mapping[str, str], role: str, admin_uri: str | None) -> str:
+    name = f"AMQP_{role.upper()}_PASSWORD"
+    explicit = env.get(name)
+    if explicit:
+        return explicit
+    if env.get("PORTICO_ENV", "development") == "production" or not admin_uri:
+        raise ConfigError(f"{name} is required when PORTICO_ENV=production")
+    # Development only: not a secret from anyone who knows the admin URI, which on a dev
+    # box is guest/guest on loopback. Never used in production (above).
+    digest = hmac.new(admin_uri.encode(), f"portico-dev:{role}".encode(), hashlib.sha256)
+    return "dev-" + digest.hexdigest()[:24]
 
 
 def with_database(url: str, database: str) -> str:
@@ -123,9 +185,23 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     except ValueError as exc:
         raise ConfigError(f"malformed numeric setting: {exc}") from exc
 
+    # Services connect with their own broker account (AMQP_URI); only `portico setup`
+    # holds the administrator's (AMQP_ADMIN_URI), which creates every account.
+    prefix = env.get("AMQP_USER_PREFIX") or "portico-"
+    amqp_admin_uri = env.get("AMQP_ADMIN_URI") or (None if production else DEV_AMQP_ADMIN_URI)
+    amqp_uri = env.get("AMQP_URI")
+    if not amqp_uri:
+        if amqp_admin_uri is None:
+            raise ConfigError("AMQP_URI is required when PORTICO_ENV=production")
+        password = broker_password(env, "services", amqp_admin_uri)
+        amqp_uri = amqp_with_user(amqp_admin_uri, f"{prefix}services", password)
+
     return Settings(
         env=mode,
-        amqp_uri=need("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
+        amqp_uri=amqp_uri,
+        amqp_admin_uri=amqp_admin_uri,
+        amqp_user_prefix=prefix,
+        rabbitmq_management_url=env.get("RABBITMQ_MANAGEMENT_URL") or None,
         admin_database_url=need(
             "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/portico"
         ),

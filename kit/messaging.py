@@ -23,12 +23,25 @@ from contracts.catalogue import (
     queue_name,
     retry_queue_name,
 )
-from contracts.events import EXCHANGE, parse_envelope
+from contracts.events import (
+    EXCHANGE,
+    INTEGRATION_EXCHANGE,
+    PRIVATE_EVENTS,
+    integration_routing_key,
+    parse_envelope,
+)
 from kit.db import DatabaseCore, utcnow
 
 log = logging.getLogger(__name__)
 
 events_exchange = Exchange(EXCHANGE, type="topic", durable=True)
+# Every event but the private ones again, keyed <tenant_id>.<type>, for integrations.
+integration_exchange = Exchange(INTEGRATION_EXCHANGE, type="topic", durable=True)
+# Operators replay dead letters through this exchange, which routes only to the services'
+# event queues (routing key = queue name): the default exchange would reach every queue,
+# the RPC queues included, so operator accounts may not publish there.
+REPLAY_EXCHANGE = "portico.replay"
+replay_exchange = Exchange(REPLAY_EXCHANGE, type="direct", durable=True)
 MAX_RETRY_TIERS = 4  # retry queues declared per consumer; delays come from config
 
 
@@ -52,6 +65,8 @@ def declare_topology(amqp_uri: str, services: Iterable[str] | None = None) -> li
     with Connection(amqp_uri, connect_timeout=5) as conn:
         channel = conn.channel()
         events_exchange(channel).declare()
+        integration_exchange(channel).declare()
+        replay_exchange(channel).declare()
         for service, patterns in SUBSCRIPTIONS.items():
             if services is not None and service not in services:
                 continue
@@ -59,6 +74,7 @@ def declare_topology(amqp_uri: str, services: Iterable[str] | None = None) -> li
             main.declare()
             for pattern in patterns:
                 channel.queue_bind(queue_name(service), EXCHANGE, pattern)
+            channel.queue_bind(queue_name(service), REPLAY_EXCHANGE, queue_name(service))
             for tier in range(1, MAX_RETRY_TIERS + 1):
                 Queue(
                     retry_queue_name(service, tier),
@@ -76,7 +92,12 @@ def declare_topology(amqp_uri: str, services: Iterable[str] | None = None) -> li
 
 
 class EventPublisher:
-    """Publishes envelopes with publisher confirms: returns only once the broker has them."""
+    """Publishes envelopes with publisher confirms: returns only once the broker has them.
+
+    Every event leaves here, so here it is also published a second time, with its own
+    confirm, on the integration exchange (except private events). A failure of either
+    leaves the outbox row unsent; the relay then publishes both again (at least once).
+    """
 
     def __init__(self, amqp_uri: str) -> None:
         self._publisher = Publisher(
@@ -105,6 +126,14 @@ class EventPublisher:
                 "x-correlation-id": envelope.get("correlation_id") or "",
             },
         )
+        if envelope["type"] not in PRIVATE_EVENTS:
+            self._publisher.publish(
+                envelope,
+                exchange=integration_exchange,
+                routing_key=integration_routing_key(envelope),
+                message_id=envelope["id"],
+                type=envelope["type"],
+            )
 
 
 def publish_committed(
@@ -303,11 +332,15 @@ def dead_letters(
     """List (and optionally replay) a service's dead letters: the operator's tool.
 
     Listing gets each message and puts it back (nack with requeue) after reading all,
-    so the queue is unchanged; replay republishes to the service's queue, then acks.
+    so the queue is unchanged; replay republishes to the service's queue through the
+    replay exchange (the one place an operator account may publish), then acks.
     """
     found: list[dict[str, Any]] = []
     with Connection(amqp_uri, connect_timeout=5) as conn:
         channel = conn.channel()
+        if replay:
+            # passive: fails with 404 (not an unroutable, lost message) before `setup` ran
+            channel.exchange_declare(REPLAY_EXCHANGE, "direct", durable=True, passive=True)
         queue = Queue(dead_queue_name(service), durable=True, channel=channel)
         held = []
         producer = conn.Producer(channel=channel) if replay else None
@@ -329,7 +362,7 @@ def dead_letters(
                 headers.pop("x-attempt", None)
                 producer.publish(
                     json.dumps(message.payload),
-                    exchange="",
+                    exchange=REPLAY_EXCHANGE,
                     routing_key=queue_name(service),
                     content_type="application/json",
                     content_encoding="utf-8",

@@ -4,7 +4,8 @@ portico up                 set up everything and run the whole system locally
 portico setup              create database, roles, schemas, migrations, broker topology
 portico run SERVICE        run one service (several copies may run at once)
 portico tenant create ...  create a tenant (shop) with its first admin
-portico dead-letters list|replay SERVICE
+portico dead-letters list|replay SERVICE      (as the operator broker account)
+portico integration create|list|revoke ...  broker accounts for a tenant's integrations
 portico check              are PostgreSQL and RabbitMQ reachable?
 portico keygen             print a new Ed25519 signing key (PEM) for JWT_PRIVATE_KEYS
 portico asyncapi           print the event catalogue (AsyncAPI 3.0, JSON)
@@ -13,8 +14,10 @@ portico asyncapi           print the event catalogue (AsyncAPI 3.0, JSON)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -41,8 +44,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_setup(args: argparse.Namespace) -> int:
     from portico.infra import setup
 
-    setup(_settings(), log=print)
+    with _plain_errors():
+        setup(_settings(), log=print)
     return 0
+
+
+@contextlib.contextmanager
+def _plain_errors() -> Iterator[None]:
+    """Configuration and broker-administration failures end as one plain line, status 2."""
+    from kit.config import ConfigError
+    from portico.broker import BrokerAdminError
+
+    try:
+        yield
+    except (ConfigError, BrokerAdminError) as exc:
+        print(f"portico: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,12 +90,45 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from kit.messaging import dead_letters
 
-    found = dead_letters(_settings().amqp_uri, args.service, replay=args.action == "replay")
+    with _plain_errors():
+        uri = _settings().operator_amqp_uri()
+    found = dead_letters(uri, args.service, replay=args.action == "replay")
     for item in found:
         print(json.dumps(item, default=str))
     verb = "replayed" if args.action == "replay" else "dead letters"
     print(f"{len(found)} {verb} for {args.service}", file=sys.stderr)
     return 0
+
+
+def cmd_integration(args: argparse.Namespace) -> int:
+    from portico import broker
+    from portico.infra import tenant_id_for_slug
+
+    settings = _settings()
+    with _plain_errors():
+        if args.action == "list":
+            for item in broker.list_integrations(settings):
+                print(json.dumps(item.as_dict(settings)))
+            return 0
+        tenant_id = tenant_id_for_slug(settings, args.tenant)
+        if tenant_id is None:
+            print(f"portico: no tenant with slug {args.tenant!r}", file=sys.stderr)
+            return 2
+        if args.action == "create":
+            issued = broker.create_integration(settings, tenant_id, args.name)
+            print(json.dumps(issued.as_dict(settings), indent=2))
+            print(
+                "Keep the password: it is shown only now. Declare queues named "
+                f"{issued.as_dict(settings)['queue_prefix']}<anything> and bind them to "
+                f"{broker.INTEGRATION_EXCHANGE} with {tenant_id}.<event pattern>.",
+                file=sys.stderr,
+            )
+            return 0
+        if not broker.revoke_integration(settings, tenant_id, args.name):
+            print(f"portico: no integration {args.name!r} for {args.tenant}", file=sys.stderr)
+            return 2
+        print(f"revoked {args.name} of {args.tenant}", file=sys.stderr)
+        return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -129,6 +179,17 @@ def main(argv: list[str] | None = None) -> None:
     dl.add_argument("action", choices=["list", "replay"])
     dl.add_argument("service")
     dl.set_defaults(fn=cmd_dead_letters)
+    integ = sub.add_parser("integration", help="broker accounts for external integrations")
+    integ_sub = integ.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("create", "issue an account that reads one tenant's events (again: new password)"),
+        ("revoke", "delete an integration's account"),
+    ):
+        cmd = integ_sub.add_parser(action, help=text)
+        cmd.add_argument("--tenant", required=True, help="tenant slug")
+        cmd.add_argument("--name", default="default", help="label, e.g. erp (a-z, 0-9, -)")
+        cmd.set_defaults(fn=cmd_integration)
+    integ_sub.add_parser("list", help="every integration account").set_defaults(fn=cmd_integration)
     sub.add_parser("keygen", help="new Ed25519 key (PEM)").set_defaults(fn=cmd_keygen)
     sub.add_parser("asyncapi", help="print the event catalogue").set_defaults(fn=cmd_asyncapi)
     args = parser.parse_args(argv)

@@ -37,20 +37,46 @@ def check_dependencies(settings: Settings) -> list[str]:
             "deploy/compose.yaml up -d postgres`, or your distribution's postgresql package) "
             "or point ADMIN_DATABASE_URL at one."
         )
-    mq = _tcp(settings.amqp_uri, 5672)
-    if mq:
-        problems.append(
-            f"RabbitMQ is not reachable at {mq}. Start one (e.g. `docker compose -f "
-            "deploy/compose.yaml up -d rabbitmq`, or `rabbitmq-server -detached`) "
-            "or point AMQP_URI at one."
-        )
+    seen = set()
+    for uri, variable in _broker_uris(settings):
+        mq = _tcp(uri, 5672)
+        if mq and mq not in seen:
+            seen.add(mq)
+            problems.append(
+                f"RabbitMQ is not reachable at {mq}. Start one (e.g. `docker compose -f "
+                "deploy/compose.yaml up -d rabbitmq`, or `rabbitmq-server -detached`) "
+                f"or point {variable} at one."
+            )
     if not problems:
         problems += _login_problems(settings)
     return problems
 
 
-def _login_problems(settings: Settings) -> list[str]:
+def _broker_uris(settings: Settings) -> list[tuple[str, str]]:
+    """The broker logins this process may use, the administrator's first (setup needs it;
+    the services' account only exists once setup has created it)."""
+    uris = [(settings.amqp_uri, "AMQP_URI")]
+    if settings.amqp_admin_uri:
+        uris.insert(0, (settings.amqp_admin_uri, "AMQP_ADMIN_URI"))
+    return uris
+
+
+def broker_login_problem(uri: str, variable: str) -> str | None:
+    """A plain sentence when the broker refuses this login (bad user, password or vhost)."""
     from kombu import Connection
+
+    try:
+        with Connection(uri, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:  # noqa: BLE001 - report, don't crash
+        return (
+            f"RabbitMQ refused the login of {variable} ({type(exc).__name__}: {exc}): "
+            "check its user, password and vhost."
+        )
+    return None
+
+
+def _login_problems(settings: Settings) -> list[str]:
     from sqlalchemy import create_engine, text
 
     from kit.db import sa_url
@@ -67,11 +93,10 @@ def _login_problems(settings: Settings) -> list[str]:
         )
     finally:
         engine.dispose()
-    try:
-        with Connection(settings.amqp_uri, connect_timeout=5) as conn:
-            conn.ensure_connection(max_retries=1, timeout=5)
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"RabbitMQ refused the connection ({exc}): check AMQP_URI and its vhost.")
+    uri, variable = _broker_uris(settings)[0]
+    problem = broker_login_problem(uri, variable)
+    if problem:
+        problems.append(problem)
     return problems
 
 
@@ -94,9 +119,12 @@ def start_with_compose(log: Callable[[str], Any]) -> None:
 
 
 def setup(settings: Settings, log: Callable[[str], Any] = print) -> None:
-    """Idempotent: database, per-service roles and schemas, migrations, topology."""
+    """Idempotent: database, per-service roles and schemas, migrations, topology, and the
+    broker accounts of the services and operators (portico.broker), all with the
+    administrator's credentials (ADMIN_DATABASE_URL, AMQP_ADMIN_URI)."""
     from kit.messaging import declare_topology
     from kit.migrate import ensure_database, upgrade
+    from portico.broker import provision
 
     ensure_database(settings.admin_database_url)
     for service in SERVICES:
@@ -104,8 +132,28 @@ def setup(settings: Settings, log: Callable[[str], Any] = print) -> None:
         worker_password = settings.raw.get(f"{service.upper()}_WORKER_DB_PASSWORD")
         upgrade(service, settings.admin_database_url, password, worker_password)
         log(f"  migrated {service}")
-    queues = declare_topology(settings.amqp_uri)
+    queues = declare_topology(settings.admin_amqp_uri())
     log(f"  broker topology declared ({', '.join(queues)})")
+    users = provision(settings)
+    log(f"  broker accounts ready ({', '.join(users)})")
+
+
+def tenant_id_for_slug(settings: Settings, slug: str) -> str | None:
+    """The id of a tenant (operator commands take the slug people know)."""
+    from sqlalchemy import select
+
+    from kit.db import DatabaseCore
+    from services.gateway.models import Tenant, metadata
+
+    core = DatabaseCore(settings.service_database_url("gateway"), metadata, pool_size=1)
+    try:
+        with core.unit_of_work(system=True) as uow:
+            found = uow.session.scalars(
+                select(Tenant.id).where(Tenant.slug == slug.strip().lower())
+            ).first()
+            return str(found) if found is not None else None
+    finally:
+        core.dispose()
 
 
 def wait_http(url: str, timeout: float, proc: Any = None) -> bool:

@@ -31,7 +31,20 @@ def up(settings: Settings, seed: bool = True) -> int:
         print("No Docker engine was found to start them for you.", file=sys.stderr)
         return 2
     print("Setting up database and broker ...", flush=True)
-    infra.setup(settings, log=print)
+    from kit.config import ConfigError
+    from portico.broker import BrokerAdminError
+
+    try:
+        infra.setup(settings, log=print)  # as the administrator (AMQP_ADMIN_URI)
+    except (ConfigError, BrokerAdminError) as exc:
+        print(f"portico: cannot set up: {exc}", file=sys.stderr)
+        return 2
+    # Every service connects with the services' own broker account (AMQP_URI): if that
+    # login fails, say so now rather than wait for a gateway that cannot become ready.
+    refused = infra.broker_login_problem(settings.amqp_uri, "AMQP_URI")
+    if refused:
+        print(f"portico: cannot start: {refused}", file=sys.stderr)
+        return 2
     for folder in (settings.mail_dir, settings.blob_dir, settings.sms_dir, "var/keys"):
         os.makedirs(folder, exist_ok=True)
 
@@ -42,6 +55,10 @@ def up(settings: Settings, seed: bool = True) -> int:
     env.setdefault("NOTIFY_PORT", "8082")
     env.setdefault("SMTP_PORT", str(settings.smtp_port))
     env["PYTHONUNBUFFERED"] = "1"
+    # The services get their own broker account and never the administrator's.
+    env["AMQP_URI"] = settings.amqp_uri
+    env.pop("AMQP_ADMIN_URI", None)
+    env.pop("RABBITMQ_MANAGEMENT_URL", None)
     env.pop("PORT", None)  # each Procfile line sets its own
     gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
     proc = subprocess.Popen(

@@ -144,7 +144,11 @@ class Environment:
         self.vhost = f"portico-t-{self.run_id}"
         self.tmp = tmp
         self.admin_url = f"{PG_ADMIN}/{self.db_name}"
+        # The broker administrator on this run's vhost (setup, and tests that need to
+        # publish like a broker admin would); the services get their own account.
         self.amqp_uri = f"{AMQP_BASE}/{quote(self.vhost, safe='')}"
+        # Broker user names are global to the server: a prefix per run keeps them apart.
+        self.broker_prefix = f"portico-t-{self.run_id}-"
         self.ports = {k: free_port() for k in ("gateway", "quotes", "notify", "smtp")}
         self.mail_dir = tmp / "mail"
         self.env = {
@@ -154,7 +158,8 @@ class Environment:
             **{f"{svc.upper()}_DB_PASSWORD": f"pw-{svc}-{self.run_id}" for svc in SERVICES},
             "PORTICO_TEST_RUN": self.run_id,
             "ADMIN_DATABASE_URL": self.admin_url,
-            "AMQP_URI": self.amqp_uri,
+            "AMQP_ADMIN_URI": self.amqp_uri,
+            "AMQP_USER_PREFIX": self.broker_prefix,
             "GATEWAY_PORT": str(self.ports["gateway"]),
             "QUOTES_PORT": str(self.ports["quotes"]),
             "NOTIFY_PORT": str(self.ports["notify"]),
@@ -174,13 +179,25 @@ class Environment:
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
         }
-        self.env.pop("PORT", None)
+        for name in ("PORT", "AMQP_URI", "AMQP_OPERATOR_URI", "RABBITMQ_MANAGEMENT_URL"):
+            self.env.pop(name, None)
+        if _containers:
+            self.env["RABBITMQ_MANAGEMENT_URL"] = MGMT
         self.base = f"http://127.0.0.1:{self.ports['gateway']}"
         make_vhost(self.vhost)
 
+    def settings(self) -> Any:
+        """The configuration every process of this run reads (kit.config)."""
+        from kit.config import load
+
+        return load(self.env)
+
     def close(self) -> None:
+        from portico.broker import drop_users
+
         drop_database(self.admin_url, self.db_name)
         drop_vhost(self.vhost)
+        drop_users(self.settings())  # this run's services, operator and integration users
 
 
 class Process:

@@ -52,11 +52,10 @@ class MePatch(Schema):
 
 
 def _client_address(call: Call) -> str:
-    if call.gw.auth.core.settings.raw.get("TRUST_FORWARDED_FOR") == "1":
-        forwarded = call.request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return call.request.remote_addr or "unknown"
+    forwarded = call.request.headers.getlist("X-Forwarded-For")
+    return domain.client_address(
+        call.request.remote_addr, forwarded, call.gw.auth.core.trusted_proxy_hops
+    )
 
 
 @route(
@@ -90,17 +89,38 @@ def refresh(call: Call) -> Any:
     return call.gw.auth.core.refresh(call.gw.db.core, call.body["refresh_token"])
 
 
+class LogoutRequest(Schema):
+    refresh_token = Str(
+        validate=validate.Length(min=10, max=512),
+        metadata={
+            "description": "End the session of this refresh token; needed only when no "
+            "bearer token is sent (e.g. the access token has expired)."
+        },
+    )
+
+
 @route(
     "POST",
     "/auth/logout",
     callers=ANY_CALLER,
-    summary="End this session now",
+    token_optional=True,
+    summary="End this session now, by its bearer token or its refresh token",
     tag="auth",
+    body=LogoutRequest,
     status=204,
+    errors=(401,),
 )
 def logout(call: Call) -> Any:
-    actor = call.require_actor()
-    call.gw.auth.core.revoke_session(call.gw.db.core, actor.tenant_id, call.claims["sid"], "logout")
+    auth, db = call.gw.auth.core, call.gw.db.core
+    presented = call.body.get("refresh_token")
+    if call.actor is None and not presented:
+        raise ApiError(
+            "unauthenticated", "Send a bearer token, or the session's refresh token in the body."
+        )
+    if call.actor is not None:
+        auth.revoke_session(db, call.actor.tenant_id, call.claims["sid"], "logout")
+    if presented:
+        auth.end_refresh_session(db, presented)
     return None
 
 

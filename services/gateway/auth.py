@@ -4,6 +4,7 @@ logout, rate limiting, and turning a bearer token into an :class:`Actor`."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy import select, text, update
 from werkzeug.wrappers import Request
 
-from kit.config import Settings, load
+from kit.config import ConfigError, Settings, load
 from kit.context import PORTAL_PERMISSIONS, Actor
 from kit.db import utcnow
 from services.gateway import domain
@@ -26,7 +27,6 @@ from services.gateway.tokens import (
     KeyRing,
     TokenError,
     TokenService,
-    dummy_verify,
     hash_password,
     hash_refresh_token,
     needs_rehash,
@@ -56,6 +56,10 @@ class AuthCore:
             access_ttl=int(settings.raw.get("ACCESS_TOKEN_TTL", "900")),
         )
         self.limits = domain.RateLimits.from_env(settings.raw)
+        try:
+            self.trusted_proxy_hops = domain.trusted_proxy_hops(settings.raw)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     # --- bearer tokens -> actor -------------------------------------------------------
     def authenticate(self, request: Request, core: Any) -> tuple[Actor, dict[str, Any]]:
@@ -94,31 +98,64 @@ class AuthCore:
         self, core: Any, tenant_slug: str, email: str, password: str, client: str
     ) -> dict[str, Any]:
         email = domain.normalise_email(email)
-        keys = (f"acct:{_digest(tenant_slug.lower() + '/' + email)}", f"addr:{_digest(client)}")
-        self._check_limits(core, keys)
-        with core.unit_of_work(system=True) as uow:
-            tenant = uow.session.execute(
-                select(Tenant).where(Tenant.slug == tenant_slug.lower())
-            ).scalar_one_or_none()
-        subject = None
-        if tenant is not None:
-            with core.unit_of_work(tenant_id=tenant.id) as uow:
-                subject = self._find_subject(uow.session, email)
-                if subject is not None and verify_password(subject.password_hash, password):
-                    if needs_rehash(subject.password_hash):
-                        subject.password_hash = hash_password(password)
-                    if not domain.may_sign_in(subject):
-                        subject = None
-                else:
-                    subject = None
-        else:
-            dummy_verify()  # same cost as a real check: no tenant/email enumeration by timing
-        if subject is None:
-            self._count_failure(core, keys)
+        account_key = f"acct:{_digest(tenant_slug.lower() + '/' + email)}"
+        address_key = f"addr:{_digest(client)}"
+        # Each attempt is counted before the password is looked at, in one statement per
+        # key: parallel guesses cannot all pass a check that none has counted yet.
+        for key, limit in ((address_key, self.limits.address), (account_key, self.limits.account)):
+            self.take_attempt(core, key, limit, "Too many sign-in attempts; wait and retry.")
+        tenant_id, candidate = self._candidate(core, tenant_slug, email)
+        # Exactly one argon2 verification on every path (unknown tenant or email, disabled
+        # account, no password yet, wrong password): the answer time tells nothing.
+        stored = candidate.password_hash if candidate is not None else None
+        matched = verify_password(stored, password)
+        if candidate is None or not matched or not candidate.may_sign_in:
             raise _unauthenticated("Wrong tenant, email or password.")
-        self._reset(core, keys[0])
-        actor = domain.actor_for(subject, tenant.id)
-        return self.start_session(core, actor, "staff" if actor.is_staff else "portal")
+        assert tenant_id is not None  # noqa: S101 - a candidate has a tenant
+        if needs_rehash(candidate.password_hash or ""):  # matched: never empty here
+            self._rehash(core, tenant_id, candidate, password)
+        # A signed-in person is not an attacker on this address or account: give the
+        # address its attempt back and start the account's count afresh.
+        self._refund(core, address_key)
+        self._reset(core, account_key)
+        return self.start_session(core, candidate.actor, "staff" if candidate.staff else "portal")
+
+    def _candidate(
+        self, core: Any, tenant_slug: str, email: str
+    ) -> tuple[str | None, _Candidate | None]:
+        """The tenant and the account the credentials name, read in short transactions
+        (no connection is held while the password is verified)."""
+        with core.unit_of_work(system=True) as uow:
+            tenant_id = uow.session.execute(
+                select(Tenant.id).where(Tenant.slug == tenant_slug.lower())
+            ).scalar_one_or_none()
+        if tenant_id is None:
+            return None, None
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            subject = self._find_subject(uow.session, email)
+            if subject is None:
+                return tenant_id, None
+            return tenant_id, _Candidate(
+                model=type(subject),
+                id=subject.id,
+                password_hash=subject.password_hash,
+                may_sign_in=domain.may_sign_in(subject),
+                actor=domain.actor_for(subject, tenant_id),
+                staff=isinstance(subject, StaffUser),
+            )
+
+    @staticmethod
+    def _rehash(core: Any, tenant_id: str, candidate: _Candidate, password: str) -> None:
+        new_hash = hash_password(password)  # outside the transaction: it takes a while
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            uow.session.execute(
+                update(candidate.model)
+                .where(
+                    candidate.model.id == candidate.id,
+                    candidate.model.password_hash == candidate.password_hash,
+                )
+                .values(password_hash=new_hash)
+            )
 
     @staticmethod
     def _find_subject(session: Any, email: str) -> Any:
@@ -208,6 +245,35 @@ class AuthCore:
         }
 
     @staticmethod
+    def end_refresh_session(core: Any, presented: str) -> None:
+        """Log out with a refresh token alone (the access token may have expired): end
+        the session it belongs to, its refresh family and its access tokens with it.
+
+        Unknown, malformed, already used or ended: the same 401, nothing more revealed.
+        A used token is treated as at /auth/refresh: it was stolen, end the family."""
+        refused = _unauthenticated("Unknown refresh token.")
+        tenant_id, _, secret = presented.partition(".")
+        if not domain.is_uuid(tenant_id) or not secret:
+            raise refused
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            row = uow.session.execute(
+                select(RefreshToken)
+                .where(RefreshToken.token_hash == hash_refresh_token(secret))
+                .with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                raise refused
+            session = uow.session.get(AuthSession, row.session_id, with_for_update=True)
+            if session is None or session.revoked_at is not None or session.expires_at <= utcnow():
+                raise refused
+            reused = row.used_at is not None
+            row.used_at = row.used_at or utcnow()
+            session.revoked_at = utcnow()
+            session.revoked_reason = "refresh_reuse" if reused else "logout"
+        if reused:
+            raise refused
+
+    @staticmethod
     def revoke_session(core: Any, tenant_id: str, session_id: str, reason: str) -> None:
         with core.unit_of_work(tenant_id=tenant_id) as uow:
             uow.session.execute(
@@ -244,49 +310,65 @@ class AuthCore:
         )
 
     # --- rate limiting ------------------------------------------------------------------
-    def _check_limits(self, core: Any, keys: tuple[str, str]) -> None:
-        with core.unit_of_work(system=True) as uow:
-            rows = uow.session.execute(
-                text(
-                    "select key, window_start, count from gateway.rate_limits where key = any(:k)"
-                ),
-                {"k": list(keys)},
-            ).all()
-        now = utcnow()
-        for row in rows:
-            limit = self.limits.account if row.key.startswith("acct:") else self.limits.address
-            retry_after = domain.retry_after(
-                row.window_start, row.count, now, limit, self.limits.window_seconds
-            )
-            if retry_after:
-                raise ApiError(
-                    "rate_limited",
-                    "Too many sign-in attempts; wait and retry.",
-                    headers={"Retry-After": str(retry_after)},
-                )
+    def take_attempt(
+        self,
+        core: Any,
+        key: str,
+        limit: int,
+        detail: str = "Too many attempts; wait and retry.",
+    ) -> None:
+        """Count one attempt under ``key`` and refuse it (429 with ``Retry-After``) when it
+        is over ``limit`` in the current window.
 
-    def _count_failure(self, core: Any, keys: tuple[str, str]) -> None:
+        Counting and checking are one statement (the row lock of ``on conflict do
+        update`` orders parallel attempts), so N parallel attempts are counted 1..N and
+        only the first ``limit`` go through. Call it before doing the guarded work.
+        """
         window = self.limits.window_seconds
         with core.unit_of_work(system=True) as uow:
-            for key in keys:
-                uow.session.execute(
-                    text(
-                        "insert into gateway.rate_limits (key, window_start, count)"
-                        " values (:k, now(), 1) on conflict (key) do update set"
-                        " count = case when gateway.rate_limits.window_start"
-                        "   < now() - make_interval(secs => :w) then 1"
-                        "   else gateway.rate_limits.count + 1 end,"
-                        " window_start = case when gateway.rate_limits.window_start"
-                        "   < now() - make_interval(secs => :w) then now()"
-                        "   else gateway.rate_limits.window_start end"
-                    ),
-                    {"k": key, "w": window},
-                )
+            row = uow.session.execute(
+                text(
+                    "insert into gateway.rate_limits as r (key, window_start, count)"
+                    " values (:k, now(), 1) on conflict (key) do update set"
+                    " count = case when r.window_start <= now() - make_interval(secs => :w)"
+                    "   then 1 else r.count + 1 end,"
+                    " window_start = case when r.window_start <= now() - make_interval(secs => :w)"
+                    "   then now() else r.window_start end"
+                    " returning count, window_start, now() as now"
+                ),
+                {"k": key, "w": window},
+            ).one()
+        # ``count`` includes this attempt: it may go ahead if the ones before it leave room.
+        wait = domain.retry_after(row.window_start, row.count - 1, row.now, limit, window)
+        if wait:
+            raise ApiError("rate_limited", detail, headers={"Retry-After": str(wait)})
+
+    @staticmethod
+    def _refund(core: Any, key: str) -> None:
+        with core.unit_of_work(system=True) as uow:
+            uow.session.execute(
+                text(
+                    "update gateway.rate_limits set count = count - 1 where key = :k and count > 0"
+                ),
+                {"k": key},
+            )
 
     @staticmethod
     def _reset(core: Any, key: str) -> None:
         with core.unit_of_work(system=True) as uow:
             uow.session.execute(text("delete from gateway.rate_limits where key = :k"), {"k": key})
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """What login needs of the account the credentials name, read before verifying."""
+
+    model: Any
+    id: str
+    password_hash: str | None
+    may_sign_in: bool
+    actor: Actor
+    staff: bool
 
 
 def _load_subject(session: Any, kind: str, subject_id: str) -> Any:

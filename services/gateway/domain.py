@@ -3,6 +3,7 @@ and what valid directory data looks like. No I/O here."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import zoneinfo
@@ -154,6 +155,55 @@ def retry_after(
     if elapsed >= window_seconds or count < limit:
         return 0
     return max(1, int(window_seconds - elapsed + 0.999))
+
+
+# --- the client's address behind proxies -------------------------------------------------
+def trusted_proxy_hops(env: Mapping[str, str]) -> int:
+    """``TRUSTED_PROXY_HOPS``: how many proxies of ours stand in front of the gateway,
+    each appending the address it was connected from to ``X-Forwarded-For``."""
+    raw = env.get("TRUSTED_PROXY_HOPS", "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 16:
+        raise ValueError("TRUSTED_PROXY_HOPS must be a whole number from 0 to 16")
+    return int(raw)
+
+
+def _plain_address(entry: str) -> str | None:
+    """An IP address out of one ``X-Forwarded-For`` entry (``1.2.3.4``, ``1.2.3.4:80``,
+    ``[2001:db8::1]:80`` or ``2001:db8::1``), or None when it is not one."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        entry = entry[1:].partition("]")[0]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        return None
+
+
+def client_address(peer: str | None, forwarded_for: Iterable[str], hops: int) -> str:
+    """The address a request came from, for per-address limits.
+
+    ``peer`` is the socket's peer, ``forwarded_for`` every ``X-Forwarded-For`` header of
+    the request in order, ``hops`` the number of our own proxies in front of us. Each of
+    them appends the address it was connected from, so the client is the ``hops``-th
+    entry from the right; anything further left was sent by the client and is never
+    read. With ``hops == 0`` the header is ignored.
+
+    When the header has fewer entries than ``hops`` (or the entry is not an address),
+    the request did not come through all of our proxies, e.g. a pod calling the Service
+    directly, or the setting is wrong: then no entry is known to be written by a proxy
+    of ours, so the socket peer, which nobody can forge, is used instead. At worst that
+    groups several clients under one address (a stricter limit), never a looser one.
+    """
+    fallback = peer or "unknown"
+    if hops <= 0:
+        return fallback
+    entries = [e for header in forwarded_for for e in header.split(",")]
+    entries = [e.strip() for e in entries if e.strip()]
+    if len(entries) < hops:
+        return fallback
+    return _plain_address(entries[-hops]) or fallback
 
 
 # --- who may manage the directory ------------------------------------------------------

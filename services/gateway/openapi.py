@@ -60,7 +60,8 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.query is not None:
         op["parameters"].append({"in": "query", "schema": route.query})
     if route.callers:
-        op["security"] = [{"bearer": []}]
+        # ``{}``: the bearer token is optional (see Route.token_optional).
+        op["security"] = [{"bearer": []}, {}] if route.token_optional else [{"bearer": []}]
     else:
         op["security"] = []
     if route.body is not None:

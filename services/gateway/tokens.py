@@ -16,13 +16,16 @@ import uuid
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
+import eventlet.semaphore
+import greenlet
 import jwt
-from argon2 import PasswordHasher, Type
+from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from eventlet import tpool
 
 from kit.config import ConfigError
 
@@ -41,6 +44,7 @@ __all__ = [
 
 ALGORITHM = "EdDSA"
 DEFAULT_DEV_KEY_FILE = "var/keys/dev-ed25519.pem"
+T = TypeVar("T")
 # Far larger than any token we issue; refusing early bounds the work an attacker can cause.
 MAX_TOKEN_LENGTH = 8192
 
@@ -315,19 +319,68 @@ def _dummy_hash(fast: bool) -> str:
     return _build_hasher(fast).hash(secrets.token_urlsafe(16))
 
 
-def hash_password(password: str) -> str:
-    return _hasher().hash(password)
+# Argon2 costs ~250 ms of CPU (and 64 MiB) per call. Run on the eventlet hub it would
+# freeze every other request of the process for that long, so inside a green thread the
+# work goes to eventlet's pool of OS threads (argon2-cffi releases the GIL while it
+# hashes) and the hub keeps serving. At most ARGON2_MAX_CONCURRENT run at once, the rest
+# wait on a green semaphore: each holds 64 MiB, and the gateway's container is limited
+# to 256 MiB (deploy/k8s/gateway.yaml); more threads would not add CPU anyway.
+ARGON2_MAX_CONCURRENT = 2
+_argon2_slots: Any = None
 
 
-def verify_password(password_hash: str, password: str) -> bool:
-    """True only on a match; mismatches and malformed hashes are False, never an exception."""
-    # A NULL column (e.g. an account without a password) arrives as None: just refuse.
-    if not isinstance(password_hash, str) or not isinstance(password, str):
+def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    if greenlet.getcurrent().parent is None:
+        # Not in a green thread (CLI, seed, plain scripts and tests): nothing to freeze.
+        return fn(*args)
+    global _argon2_slots
+    if _argon2_slots is None:
+        _argon2_slots = eventlet.semaphore.Semaphore(ARGON2_MAX_CONCURRENT)
+    with _argon2_slots:
+        return cast(T, tpool.execute(fn, *args))
+
+
+def _usable(password_hash: Any) -> bool:
+    """A stored value that is an argon2 hash we can verify against (a NULL or empty
+    column, e.g. an invited account that has not chosen a password, is not)."""
+    if not isinstance(password_hash, str) or not password_hash:
         return False
+    try:
+        extract_parameters(password_hash)
+    except InvalidHashError:
+        return False
+    return True
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    # Runs in a pool thread: everything here is pure computation.
     try:
         return _hasher().verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def _verify_dummy(fast: bool) -> None:
+    with contextlib.suppress(VerificationError, InvalidHashError):
+        _build_hasher(fast).verify(_dummy_hash(fast), "not-the-password")
+
+
+def hash_password(password: str) -> str:
+    return _off_loop(_hasher().hash, password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True only on a match; mismatches and malformed hashes are False, never an exception.
+
+    Always costs exactly one argon2 verification, whatever ``password_hash`` is: a NULL
+    or unusable hash (an account without a password yet) is checked against the dummy
+    hash instead, so no answer comes back faster than a wrong password.
+    """
+    if not isinstance(password, str) or not _usable(password_hash):
+        dummy_verify()
+        return False
+    assert isinstance(password_hash, str)  # noqa: S101 - narrowed by _usable
+    return _off_loop(_verify, password_hash, password)
 
 
 def needs_rehash(password_hash: str) -> bool:
@@ -343,9 +396,7 @@ def dummy_verify() -> None:
 
     Without it, "no such user" answers measurably faster than "wrong password".
     """
-    fast = _fast()
-    with contextlib.suppress(VerificationError):
-        _build_hasher(fast).verify(_dummy_hash(fast), "not-the-password")
+    _off_loop(_verify_dummy, _fast())
 
 
 # --- refresh tokens --------------------------------------------------------------------------

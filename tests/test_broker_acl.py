@@ -1,0 +1,391 @@
+"""The broker is a trust boundary (issue 6, item 2): services, operators and
+integrations have their own RabbitMQ accounts, and RabbitMQ itself refuses what an
+account may not do. Against the real broker, on this run's vhost, with the running
+system (`portico up` created the services and operator accounts).
+
+Before: every process and subscriber used guest, so anyone with broker access could
+send quotes a forged ``kind: system`` RPC, forge events, and read every tenant's events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pytest
+from pika.exceptions import AMQPChannelError, AMQPConnectionError
+
+from contracts.events import EXCHANGE, INTEGRATION_EXCHANGE, make_envelope
+from kit.context import system_actor
+from tests.support import ROOT, Client, free_port, wait_for
+
+RPC_EXCHANGE = "nameko-rpc"
+
+
+def portico(system: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "portico.cli", *args],
+        env=system.env.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def channel(uri: str) -> Any:
+    conn = pika.BlockingConnection(pika.URLParameters(uri))
+    ch = conn.channel()
+    ch.confirm_delivery()  # a refused publish then raises here, not silently later
+    return ch
+
+
+def refused(uri: str, action: Callable[[Any], Any]) -> str:
+    """Run ``action`` on a fresh channel; return the broker's refusal (fails if allowed)."""
+    ch = channel(uri)
+    try:
+        action(ch)
+    except AMQPChannelError as exc:
+        return str(exc)
+    finally:
+        if ch.connection.is_open:
+            ch.connection.close()
+    pytest.fail("the broker allowed it")
+
+
+def publish(ch: Any, exchange: str, routing_key: str, body: Any, **props: Any) -> None:
+    ch.basic_publish(
+        exchange,
+        routing_key,
+        json.dumps(body).encode(),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2, **props),
+        mandatory=False,
+    )
+
+
+def forged_rpc(tenant_id: str) -> tuple[dict[str, Any], pika.BasicProperties]:
+    """What the review sent: a quotes RPC claiming to come from the system itself."""
+    body = {"args": [{}], "kwargs": {}}
+    props = pika.BasicProperties(
+        content_type="application/json",
+        correlation_id=uuid.uuid4().hex,
+        headers={"nameko.portico_actor": system_actor(tenant_id).to_json()},
+    )
+    return body, props
+
+
+@pytest.fixture(scope="module")
+def tenants(system: Any) -> dict[str, Any]:
+    """Tenant A (demo) with an integration account, and a second tenant B."""
+    slug = f"acl-{uuid.uuid4().hex[:8]}"
+    email, password = f"admin@{slug}.example", "acl-other-admin-pass"
+    done = portico(
+        system, "tenant", "create", "--slug", slug, "--name", "ACL Other Shop",
+        "--admin-email", email, "--admin-password", password,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    b_id = json.loads(done.stdout.strip().splitlines()[-1])["tenant_id"]
+    done = portico(system, "integration", "create", "--tenant", system.tenant, "--name", "erp")
+    assert done.returncode == 0, done.stderr
+    issued = json.loads(done.stdout)
+    return {
+        "a": issued["tenant_id"],
+        "b": b_id,
+        "b_slug": slug,
+        "b_login": (email, password),
+        "integration": issued,
+    }
+
+
+def own_queue(tenants: dict[str, Any], suffix: str) -> str:
+    return tenants["integration"]["queue_prefix"] + suffix
+
+
+# ------------------------------------------------------- issuing accounts ---
+
+
+def test_integration_create_prints_what_to_connect_to(system, tenants):
+    issued = tenants["integration"]
+    assert issued["exchange"] == INTEGRATION_EXCHANGE == "portico.integration"
+    assert issued["binding_key"] == f"{tenants['a']}.#"
+    assert issued["queue_prefix"] == f"integration.{tenants['a']}.erp."
+    assert issued["user"].startswith(system.env.broker_prefix)
+    assert issued["password"] and issued["password"] in issued["amqp_uri"]
+    listed = portico(system, "integration", "list")
+    assert listed.returncode == 0, listed.stderr
+    users = [json.loads(line) for line in listed.stdout.splitlines()]
+    (mine,) = [u for u in users if u["user"] == issued["user"]]
+    assert mine["tenant_id"] == tenants["a"] and "password" not in mine
+    unknown = portico(system, "integration", "create", "--tenant", "no-such-shop")
+    assert unknown.returncode == 2 and "no tenant" in unknown.stderr
+
+
+def test_revoked_integration_cannot_connect(system, tenants):
+    done = portico(system, "integration", "create", "--tenant", system.tenant, "--name", "gone")
+    assert done.returncode == 0, done.stderr
+    uri = json.loads(done.stdout)["amqp_uri"]
+    channel(uri).connection.close()  # works while issued
+    done = portico(system, "integration", "revoke", "--tenant", system.tenant, "--name", "gone")
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(AMQPConnectionError):
+        channel(uri)
+
+
+# --------------------------------------------------- (a) no RPC, no forging ---
+
+
+def test_forged_system_rpc_works_with_a_broker_admin_login(system, tenants):
+    """The hole itself, as a control: whoever may publish on nameko-rpc is believed.
+    Only the services' and the administrator's accounts may; nothing else can."""
+    ch = channel(system.env.amqp_uri)
+    try:
+        reply_queue = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(reply_queue, RPC_EXCHANGE, reply_queue)
+        body, props = forged_rpc(tenants["a"])
+        props.reply_to = reply_queue
+        ch.basic_publish(RPC_EXCHANGE, "quotes.list_quote_requests", json.dumps(body), props)
+        deadline = time.monotonic() + 15
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            _method, _props, reply = ch.basic_get(reply_queue, auto_ack=True)
+            time.sleep(0.1)
+        assert reply is not None, "quotes did not answer the forged call"
+    finally:
+        ch.connection.close()
+
+
+def test_integration_cannot_publish_rpc(tenants):
+    uri = tenants["integration"]["amqp_uri"]
+    body, props = forged_rpc(tenants["a"])
+    rpc = refused(uri, lambda ch: publish(ch, RPC_EXCHANGE, "quotes.list_quote_requests", body))
+    assert "ACCESS_REFUSED" in rpc and RPC_EXCHANGE in rpc
+
+    def forged_system_call(ch: Any) -> None:
+        ch.basic_publish(
+            RPC_EXCHANGE, "quotes.get_quote_request", json.dumps({"args": ["x"]}), props
+        )
+
+    assert "ACCESS_REFUSED" in refused(uri, forged_system_call)
+    # nor straight into the RPC queue through the default exchange
+    direct = refused(uri, lambda ch: publish(ch, "", "rpc-quotes", body))
+    assert "ACCESS_REFUSED" in direct and "amq.default" in direct
+
+
+# ---------------------------------------------------------- (b) no forged events ---
+
+
+@pytest.mark.parametrize(
+    ("exchange", "routing_key"),
+    [
+        (EXCHANGE, "directory.customer.updated"),
+        (INTEGRATION_EXCHANGE, "{a}.directory.customer.updated"),
+        ("", "portico.notify.events"),  # the default exchange, to a service queue by name
+        ("portico.replay", "portico.notify.events"),
+    ],
+)
+def test_integration_cannot_publish_events(tenants, exchange, routing_key):
+    envelope = make_envelope(
+        "directory.customer.updated",
+        {"id": str(uuid.uuid4()), "name": "Forged"},
+        tenant_id=tenants["a"],
+        actor={"kind": "system", "id": "system"},
+        correlation_id=None,
+        causation_id=None,
+    )
+    key = routing_key.format(a=tenants["a"])
+    error = refused(
+        tenants["integration"]["amqp_uri"], lambda ch: publish(ch, exchange, key, envelope)
+    )
+    assert "ACCESS_REFUSED" in error
+
+
+# ------------------------------------------- (c) only its own queues and tenant ---
+
+
+@pytest.mark.parametrize("binding", ["#", "*.#", "{b}.#", "{b}.quote_request.*", "*.directory.#"])
+def test_integration_cannot_bind_beyond_its_tenant(tenants, binding):
+    uri = tenants["integration"]["amqp_uri"]
+    queue = own_queue(tenants, "probe")
+    key = binding.format(b=tenants["b"])
+
+    def bind(ch: Any) -> None:
+        ch.queue_declare(queue, durable=True)
+        ch.queue_bind(queue, INTEGRATION_EXCHANGE, key)
+
+    assert "ACCESS_REFUSED" in refused(uri, bind)
+
+
+def test_integration_cannot_reach_service_queues_or_other_names(tenants):
+    uri = tenants["integration"]["amqp_uri"]
+    for queue in ("portico.notify.events", "portico.notify.dead", "rpc-quotes"):
+        assert "ACCESS_REFUSED" in refused(uri, lambda ch, q=queue: ch.basic_get(q))
+        assert "ACCESS_REFUSED" in refused(
+            uri, lambda ch, q=queue: ch.basic_consume(q, lambda *a: None)
+        )
+    # the events exchange is not readable at all, whatever the binding key
+    queue = own_queue(tenants, "probe")
+    assert "ACCESS_REFUSED" in refused(
+        uri,
+        lambda ch: (
+            ch.queue_declare(queue, durable=True),
+            ch.queue_bind(queue, EXCHANGE, f"{tenants['a']}.#"),
+        ),
+    )
+    # queues outside its prefix, another integration's included
+    for name in (
+        "erp.quotes",
+        f"integration.{tenants['a']}.other.q",
+        f"integration.{tenants['b']}.erp.q",
+    ):
+        assert "ACCESS_REFUSED" in refused(uri, lambda ch, n=name: ch.queue_declare(n))
+    # and no dead-lettering its own queue into a service's queue
+    assert "ACCESS_REFUSED" in refused(
+        uri,
+        lambda ch: ch.queue_declare(
+            own_queue(tenants, "dlx"),
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "rpc-quotes"},
+        ),
+    )
+
+
+# --------------------------------------------- (d) its tenant's events only ---
+
+
+def test_integration_receives_its_tenant_events_only(system, tenants):
+    a, b = tenants["a"], tenants["b"]
+    uri = tenants["integration"]["amqp_uri"]
+    queue = own_queue(tenants, "events")
+    ch = channel(uri)
+    ch.queue_declare(queue, durable=True)
+    ch.queue_bind(queue, INTEGRATION_EXCHANGE, f"{a}.#")
+    # An observer with the admin login sees everything the integration exchange carries,
+    # so that B's absence below means "not delivered", not "not published".
+    observer = channel(system.env.amqp_uri)
+    watch = observer.queue_declare("", exclusive=True).method.queue
+    observer.queue_bind(watch, INTEGRATION_EXCHANGE, "#")
+
+    suffix = uuid.uuid4().hex[:6]
+    admin_a = system.staff("admin")
+    r = admin_a.post("/customers", {"name": f"ACL A {suffix}"})
+    assert r.status_code == 201, r.text
+    a_customer = r.json()["id"]
+    email, password = tenants["b_login"]
+    admin_b = Client(system.base).login(tenants["b_slug"], email, password)
+    r = admin_b.post("/customers", {"name": f"ACL B {suffix}"})
+    assert r.status_code == 201, r.text
+    b_customer = r.json()["id"]
+    # A private event of tenant A (a password link): for Portico's own services only.
+    private = make_envelope(
+        "auth.link_issued",
+        {
+            "purpose": "password_reset",
+            "subject_kind": "staff",
+            "subject_id": str(uuid.uuid4()),
+            "email": f"nobody-{suffix}@acl.example",
+            "name": "Nobody",
+            "token": "secret-link-token",
+            "expires_at": "2099-01-01T00:00:00Z",
+        },
+        tenant_id=a,
+        actor={"kind": "system", "id": "test"},
+        correlation_id=None,
+        causation_id=None,
+    )
+    from kit.messaging import EventPublisher
+
+    EventPublisher(system.env.settings().amqp_uri).publish(private)
+
+    def drain(c: Any, q: str, into: list[dict[str, Any]]) -> None:
+        while True:
+            method, props, body = c.basic_get(q, auto_ack=True)
+            if method is None:
+                return
+            into.append({"key": method.routing_key, "event": json.loads(body)})
+
+    seen: list[dict[str, Any]] = []
+    watched: list[dict[str, Any]] = []
+
+    def both_customers_published() -> bool:
+        drain(ch, queue, seen)
+        drain(observer, watch, watched)
+        ids = {w["event"]["data"].get("id") for w in watched}
+        return a_customer in ids and b_customer in ids
+
+    wait_for(both_customers_published, timeout=30, interval=0.3)
+    drain(ch, queue, seen)
+    assert any(s["event"]["data"].get("id") == a_customer for s in seen)
+    assert seen and all(s["event"]["tenant_id"] == a for s in seen)
+    assert all(s["key"] == f"{a}.{s['event']['type']}" for s in seen)
+    assert not [s for s in seen if s["event"]["tenant_id"] == b]
+    assert b in {w["event"]["tenant_id"] for w in watched}
+    # the private event went out (notify's queue) but never on the integration exchange
+    assert not [w for w in watched + seen if w["event"]["type"] == "auth.link_issued"]
+    ch.connection.close()
+    observer.connection.close()
+
+
+# ------------------------------------------------------------- operators ---
+
+
+def test_operator_cannot_publish_rpc_or_events(system):
+    uri = system.env.settings().operator_amqp_uri()
+    body, _props = forged_rpc(str(uuid.uuid4()))
+    for exchange, key in (
+        (RPC_EXCHANGE, "quotes.list_quote_requests"),
+        (EXCHANGE, "directory.customer.updated"),
+        (INTEGRATION_EXCHANGE, f"{uuid.uuid4()}.directory.customer.updated"),
+        ("", "rpc-quotes"),
+    ):
+        error = refused(uri, lambda ch, x=exchange, k=key: publish(ch, x, k, body))
+        assert "ACCESS_REFUSED" in error, (exchange, error)
+    for queue in ("portico.notify.events", "rpc-quotes"):
+        assert "ACCESS_REFUSED" in refused(uri, lambda ch, q=queue: ch.basic_get(q))
+    # what it is for: reading dead letters (test_dead_letters replays them)
+    ch = channel(uri)
+    ch.basic_get("portico.notify.dead")
+    ch.connection.close()
+
+
+def test_services_account_is_not_the_admin(system):
+    settings = system.env.settings()
+    assert settings.amqp_uri != system.env.amqp_uri
+    assert f"{system.env.broker_prefix}services" in settings.amqp_uri
+    # services cannot read an integration's queue
+    error = refused(settings.amqp_uri, lambda ch: ch.basic_get(own_queue_any(system)))
+    assert "ACCESS_REFUSED" in error
+
+
+def own_queue_any(system: Any) -> str:
+    return f"integration.{uuid.uuid4()}.erp.events"
+
+
+# ------------------------------------------------------- bad credentials ---
+
+
+def test_up_with_bad_broker_admin_login_exits_fast(tmp_path):
+    env = {
+        **os.environ,
+        "AMQP_ADMIN_URI": "amqp://guest:not-the-password@127.0.0.1:5672/",
+        "PATH": "/usr/bin:/bin",
+        "GATEWAY_PORT": str(free_port()),
+    }
+    env.pop("AMQP_URI", None)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "portico.cli", "up"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "RabbitMQ refused the login of AMQP_ADMIN_URI" in done.stderr
+    assert time.monotonic() - started < 20
