@@ -1,18 +1,33 @@
-"""Tenants (operator CLI) and the demo data ``portico up`` creates."""
+"""Tenants (operator CLI) and the demo data ``portico up`` creates.
+
+The demo goes through the public API like any client, so its staff users and portal
+account are created the way a shop creates them: without a password, with an
+invitation mailed to them. Only then, on the operator's side (this process has the
+database settings, a client never does), the published demo logins get the demo
+password set directly: demo data only, never something the API can do.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from kit.config import Settings
 from kit.context import PORTAL_PERMISSIONS
-from kit.db import DatabaseCore
+from kit.db import DatabaseCore, utcnow
 from kit.messaging import EventPublisher, publish_committed
 from services.gateway import domain
-from services.gateway.models import StaffUser, Tenant, TenantSettings, metadata
+from services.gateway.models import (
+    LinkToken,
+    PortalAccount,
+    StaffUser,
+    Tenant,
+    TenantSettings,
+    metadata,
+)
 from services.gateway.tokens import hash_password
 
 DEMO_TENANT = "demo"
@@ -98,17 +113,36 @@ class Api:
         r.raise_for_status()
         return r.json()
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any], wait_known: float = 0) -> Any:
+        """POST; with ``wait_known`` seconds, retry while a service answers that a
+        reference is unknown (``unknown ...`` in a 422): services learn of new customers,
+        units and staff from events, a few milliseconds after the gateway's commit."""
+        deadline = time.monotonic() + wait_known
         r = self.http.post(self.base + path, json=body, timeout=15)
+        while _unknown_reference(r) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            r = self.http.post(self.base + path, json=body, timeout=15)
         if r.status_code >= 400:
             raise RuntimeError(f"POST {path} -> {r.status_code}: {r.text}")
         return r.json() if r.content else None
 
 
+def _unknown_reference(r: requests.Response) -> bool:
+    if r.status_code != 422:
+        return False
+    errors = r.json().get("errors") or {}
+    return any(
+        isinstance(m, str) and m.startswith("unknown")
+        for messages in errors.values()
+        if isinstance(messages, list)
+        for m in messages
+    )
+
+
 def seed_demo(settings: Settings, base_url: str) -> dict[str, Any]:
     """Create the demo tenant and its sample data, unless it is already there."""
     admin_email = DEMO_STAFF[0][0]
-    create_tenant(
+    tenant_id = create_tenant(
         settings,
         DEMO_TENANT,
         "Demo Fleet Repair",
@@ -130,7 +164,6 @@ def seed_demo(settings: Settings, base_url: str) -> dict[str, Any]:
                 "first_name": first,
                 "last_name": last,
                 "roles": roles,
-                "password": DEMO_PASSWORD,
             },
         )
     customer = api.post("/customers", {"name": "Acme Logistics", "account_number": "ACME-001"})
@@ -182,7 +215,6 @@ def seed_demo(settings: Settings, base_url: str) -> dict[str, Any]:
             "email": DEMO_PORTAL,
             "first_name": "Casey",
             "last_name": "Fleetmanager",
-            "password": DEMO_PASSWORD,
             "contact_id": contact["id"],
             "permissions": list(PORTAL_PERMISSIONS),
         },
@@ -195,5 +227,32 @@ def seed_demo(settings: Settings, base_url: str) -> dict[str, Any]:
             "description": "Quote for front brake pads and rotors on T-101",
             "visible_to_customer": True,
         },
+        wait_known=30,  # the quotes service learns of the customer and unit by event
     )
+    set_demo_passwords(settings, tenant_id)
     return {"customer_id": cid}
+
+
+def set_demo_passwords(settings: Settings, tenant_id: str) -> None:
+    """Demo only, operator side: give the demo logins the published demo password and
+    use up their invitation links. The API never lets anyone set another's password."""
+    demo_emails = [email for email, *_rest in DEMO_STAFF[1:]]
+    password_hash = hash_password(DEMO_PASSWORD)
+    core = DatabaseCore(settings.service_database_url("gateway"), metadata, pool_size=1)
+    try:
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            ids: list[str] = []
+            for model, emails in ((StaffUser, demo_emails), (PortalAccount, [DEMO_PORTAL])):
+                ids += uow.session.scalars(
+                    update(model)
+                    .where(model.email.in_(emails), model.password_hash.is_(None))
+                    .values(password_hash=password_hash)
+                    .returning(model.id)
+                ).all()
+            uow.session.execute(
+                update(LinkToken)
+                .where(LinkToken.subject_id.in_(ids), LinkToken.used_at.is_(None))
+                .values(used_at=utcnow())
+            )
+    finally:
+        core.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -433,3 +434,90 @@ def scratch_database(*services: str) -> Iterator[tuple[str, dict[str, str]]]:
         yield admin, urls
     finally:
         drop_database(admin, name)
+
+
+# --- logins made the way people get them: an invitation by email (accounts) -------------
+LINK_RE = re.compile(r"(/invitations/accept|/password-reset)\?token=([A-Za-z0-9%._~-]+)")
+LINK_PATH = {"invitation": "/invitations/accept", "password_reset": "/password-reset"}
+
+
+def strong_password() -> str:
+    """A password the gateway's policy accepts (long, random, no email or shop name)."""
+    return f"Quartz-{uuid.uuid4().hex[:12]}-ravel!"
+
+
+def mailed_link_token(
+    mail_dir: Path,
+    email: str,
+    purpose: str = "invitation",
+    *,
+    exclude: Any = (),
+    timeout: float = 30,
+) -> str:
+    """The token of the newest ``purpose`` link mailed to ``email`` (read from the
+    development mail catcher), waiting for it; tokens in ``exclude`` do not count."""
+    from urllib.parse import unquote
+
+    from portico.devmail import read_mailbox
+
+    def newest() -> str | None:
+        for message in reversed(read_mailbox(mail_dir)):
+            if str(message["To"]).strip().lower() != email.lower():
+                continue
+            body = message.get_body(preferencelist=("plain",))
+            text = body.get_content() if body is not None else ""
+            for path, token in LINK_RE.findall(text):
+                token = unquote(token)
+                if path == LINK_PATH[purpose] and token not in exclude:
+                    return token
+        return None
+
+    return wait_for(newest, timeout=timeout)
+
+
+def accept_invitation(base: str, mail_dir: Path, email: str) -> str:
+    """Accept the invitation mailed to ``email`` with a good password; returns it."""
+    password = strong_password()
+    token = mailed_link_token(mail_dir, email, "invitation")
+    r = Client(base).post("/auth/invitations/accept", {"token": token, "password": password})
+    assert r.status_code == 200, r.text
+    return password
+
+
+def invite_portal_user(
+    system: Any, admin: Client, customer_id: str, **fields: Any
+) -> tuple[Client, dict[str, Any]]:
+    """A working portal login for tests: the account is created through the API (staff
+    never choose its password), its invitation is read from the mail catcher and
+    accepted with a good password, and the person signs in. Returns the signed-in
+    client and the account (with ``password`` added)."""
+    body = {
+        "email": f"portal-{uuid.uuid4().hex[:10]}@example.com",
+        "first_name": "Test",
+        "last_name": "Portal",
+        **fields,
+    }
+    r = admin.post(f"/customers/{customer_id}/portal-accounts", body)
+    assert r.status_code == 201, r.text
+    account = r.json()
+    password = accept_invitation(system.base, system.env.mail_dir, account["email"])
+    client = system.anonymous().login(system.tenant, account["email"], password)
+    return client, {**account, "password": password}
+
+
+def invite_staff_user(
+    system: Any, admin: Client, roles: list[str]
+) -> tuple[Client, dict[str, Any]]:
+    """The same for a staff user created by an admin."""
+    body = {
+        "email": f"staff-{uuid.uuid4().hex[:10]}@example.com",
+        "first_name": "Test",
+        "last_name": "Staff",
+        "roles": roles,
+    }
+    r = admin.post("/users", body)
+    assert r.status_code == 201, r.text
+    user = r.json()
+    password = accept_invitation(system.base, system.env.mail_dir, user["email"])
+    client = system.anonymous().login(system.tenant, user["email"], password)
+    return client, {**user, "password": password}

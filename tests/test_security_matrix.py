@@ -42,7 +42,7 @@ from kit.context import PORTAL_PERMISSIONS
 from services.gateway import domain
 from services.gateway.tokens import KeyRing, TokenService
 from services.gateway.web import ROUTES, Route
-from tests.support import ROOT, Client
+from tests.support import ROOT, Client, invite_portal_user
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 PROBLEM_KEYS = {"type", "title", "status", "code", "detail"}
@@ -212,18 +212,12 @@ class World:
         return Client(self.system.base, token)
 
 
-def portal_account(admin: Client, customer_id: str, permissions: list[str]) -> dict[str, str]:
-    email = f"matrix-{uuid.uuid4().hex[:10]}@example.com"
-    password = "matrix-portal-pass"  # noqa: S105 - test login
-    body = {
-        "email": email,
-        "first_name": "Matrix",
-        "last_name": "Portal",
-        "password": password,
-        "permissions": permissions,
-    }
-    account = ok(admin.post(f"/customers/{customer_id}/portal-accounts", body), 201)
-    return {"id": account["id"], "email": email, "password": password}
+def portal_login(system: Any, admin: Client, customer_id: str, permissions: list[str]) -> Client:
+    """A portal user signed in the way people are: invited, then choosing a password."""
+    client, _account = invite_portal_user(
+        system, admin, customer_id, first_name="Matrix", permissions=permissions
+    )
+    return client
 
 
 def other_tenant_admin(system: Any) -> Client:
@@ -314,20 +308,16 @@ def world(system: Any) -> World:
     # Demo accounts without one permission each.
     everything = list(PORTAL_PERMISSIONS)
     for name, missing in (("no_approve", "quotes.approve"), ("no_request", "quotes.request")):
-        acct = portal_account(admin, cid, [p for p in everything if p != missing])
-        clients[name] = system.anonymous().login(system.tenant, acct["email"], acct["password"])
+        clients[name] = portal_login(system, admin, cid, [p for p in everything if p != missing])
 
     # Another customer of the same tenant, with a portal user allowed everything.
     other = ok(admin.post("/customers", {"name": f"Matrix Other {uuid.uuid4().hex[:6]}"}), 201)
-    acct = portal_account(admin, other["id"], everything)
-    clients["other_customer"] = system.anonymous().login(
-        system.tenant, acct["email"], acct["password"]
-    )
+    clients["other_customer"] = portal_login(system, admin, other["id"], everything)
     own = clients["other_customer"].post("/quote-requests", {"description": "Other's own"})
     ids["other_customer"], ids["other_quote"] = other["id"], ok(own, 201)["id"]
 
-    # A read-only preview of the demo customer's portal.
-    preview = ok(admin.post(f"/customers/{cid}/preview"))
+    # A read-only preview of the demo customer's portal, as its demo account sees it.
+    preview = ok(admin.post(f"/customers/{cid}/preview", {"portal_account_id": me["id"]}))
     assert "refresh_token" not in preview
     clients["preview"] = Client(system.base, preview["access_token"])
 
@@ -617,10 +607,14 @@ FORBIDDEN_CALLS = [
             "first_name": "N",
             "last_name": "U",
             "roles": ["admin"],
-            "password": "a-long-password-1",
         },
         "forbidden",
     ),  # fmt: skip
+    ("manager", "POST", "/users/{user}/invitation", None, "forbidden"),
+    ("technician", "POST", "/portal-accounts/{portal_account}/invitation", None, "forbidden"),
+    ("technician", "GET", "/settings", None, "forbidden"),
+    ("advisor", "GET", "/settings", None, "forbidden"),
+    ("manager", "GET", "/settings", None, "forbidden"),
     ("manager", "PATCH", "/users/{user}", {"roles": ["admin"]}, "forbidden"),
     ("advisor", "PATCH", "/settings", {"tax_rate_bp": 1}, "forbidden"),
     ("manager", "PATCH", "/settings", {"tax_rate_bp": 1}, "forbidden"),

@@ -1,6 +1,9 @@
 """Portal accounts: the logins of a customer's people, with their permissions and
 allowed units. Disabling, narrowing or deleting an account ends its sessions at once,
-in the same transaction, because access tokens carry what the account may do."""
+in the same transaction, because access tokens carry what the account may do.
+
+Staff never set or see an account's password: creating an account mails the person an
+invitation link (see :mod:`~services.gateway.api_links`) and the person chooses it."""
 
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ from services.gateway.api_directory import (
     list_page,
     pick,
 )
+from services.gateway.api_links import issue_link, lifetimes
 from services.gateway.auth import AuthCore
 from services.gateway.models import Contact, Customer, PortalAccount, Unit
-from services.gateway.tokens import hash_password
 from services.gateway.web import STAFF, Call, PageQuery, expected_version, route
 
 Str = fields.String
@@ -40,16 +43,21 @@ class PortalAccountSchema(Schema):
         fields.UUID(), allow_none=True, metadata={"description": "null: every unit of the customer"}
     )
     enabled = fields.Boolean(required=True)
+    invitation_pending = fields.Boolean(
+        required=True,
+        metadata={"description": "The person has not set a password with their invitation yet"},
+    )
     version = fields.Integer(required=True)
     created_at = fields.DateTime(required=True)
 
 
 class AccountFields(Schema):
+    """No password here, ever: the person sets it through their invitation or a reset."""
+
     email = Text(validate=validate.Length(min=3, max=320))
     first_name = Text(validate=validate.Length(min=1, max=100))
     last_name = Text(validate=validate.Length(min=1, max=100))
     time_zone = Str(validate=validate.Length(min=1, max=64))
-    password = Str(load_only=True, validate=validate.Length(min=12, max=1024))
     permissions = fields.List(
         Str(validate=validate.Length(max=32)), validate=validate.Length(max=20)
     )
@@ -62,7 +70,6 @@ class AccountCreate(AccountFields):
     email = Text(required=True, validate=validate.Length(min=3, max=320))
     first_name = Text(required=True, validate=validate.Length(min=1, max=100))
     last_name = Text(required=True, validate=validate.Length(min=1, max=100))
-    password = Str(required=True, load_only=True, validate=validate.Length(min=12, max=1024))
 
 
 class AccountPatch(AccountFields):
@@ -101,11 +108,6 @@ def _account_values(
     return values
 
 
-def _password_hash(body: dict[str, Any]) -> dict[str, str]:
-    """Hashed before the transaction opens: argon2 is slow on purpose, locks should not be."""
-    return {"password_hash": hash_password(body["password"])} if "password" in body else {}
-
-
 @route(
     "GET",
     "/customers/{id}/portal-accounts",
@@ -128,7 +130,7 @@ def list_accounts(call: Call) -> Any:
     "POST",
     "/customers/{id}/portal-accounts",
     callers=STAFF,
-    summary="Give a customer's person a portal login",
+    summary="Give a customer's person a portal login: they get an invitation link by email",
     tag="directory",
     body=AccountCreate,
     response=PortalAccountSchema,
@@ -136,7 +138,6 @@ def list_accounts(call: Call) -> Any:
 )
 def create_account(call: Call) -> Any:
     domain.require_directory_writer(call.require_actor())
-    password = _password_hash(call.body)
     with call.gw.db.unit_of_work() as uow:
         customer = fetch(uow, Customer, call.path["id"])
         values = {
@@ -145,11 +146,30 @@ def create_account(call: Call) -> Any:
             "permissions": [],
             "unit_ids": None,
             **_account_values(uow, call.body, customer.id, None),
-            **password,
         }
-        account = PortalAccount(customer_id=customer.id, **values)
+        account = PortalAccount(customer_id=customer.id, password_hash=None, **values)
         uow.session.add(account)
         flush_unique(uow)
+        if account.enabled:
+            issue_link(uow, "invitation", account, lifetimes(call))
+        return account
+
+
+@route(
+    "POST",
+    "/portal-accounts/{id}/invitation",
+    callers=STAFF,
+    summary="Send the invitation again (a new link; earlier ones stop working)",
+    tag="directory",
+    response=PortalAccountSchema,
+    errors=(409,),
+)
+def reinvite_account(call: Call) -> Any:
+    domain.require_directory_writer(call.require_actor())
+    with call.gw.db.unit_of_work() as uow:
+        account = fetch(uow, PortalAccount, call.path["id"], lock=True)
+        domain.raise_if_cannot_invite(account)
+        issue_link(uow, "invitation", account, lifetimes(call))
         return account
 
 
@@ -157,25 +177,24 @@ def create_account(call: Call) -> Any:
     "PATCH",
     "/portal-accounts/{id}",
     callers=STAFF,
-    summary="Change a portal account; disabling or narrowing it ends its sessions",
+    summary="Change a portal account (never its password); disabling or narrowing it ends its sessions",
     tag="directory",
     body=AccountPatch,
     response=PortalAccountSchema,
 )
 def patch_account(call: Call) -> Any:
     domain.require_directory_writer(call.require_actor())
-    password = _password_hash(call.body)
     with call.gw.db.unit_of_work() as uow:
         account = fetch(uow, PortalAccount, call.path["id"], lock=True)
         domain.check_version(account.version, expected_version(call))
-        values = {**_account_values(uow, call.body, account.customer_id, account), **password}
+        values = _account_values(uow, call.body, account.customer_id, account)
         narrowed = (
             "permissions" in values and domain.narrows(account.permissions, values["permissions"])
         ) or ("unit_ids" in values and domain.narrows_units(account.unit_ids, values["unit_ids"]))
         reason = domain.revoke_reason(
             disabled=account.enabled and values.get("enabled") is False,
             narrowed=narrowed,
-            password="password_hash" in values,
+            password=False,
         )
         if apply(account, values):
             account.version += 1

@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from services.gateway import domain
+from services.gateway.features import approval_terms, caller_features
 from services.gateway.models import PortalAccount, StaffUser
 from services.gateway.web import ANY_CALLER, PUBLIC, ApiError, Call, route
 
@@ -43,6 +44,16 @@ class MeSchema(Schema):
     customer_id = fields.UUID(allow_none=True)
     unit_ids = fields.List(fields.UUID(), allow_none=True)
     read_only = fields.Boolean()
+    features = fields.Dict(
+        keys=Str(validate=validate.OneOf(domain.TENANT_FEATURES)),
+        values=fields.Boolean(),
+        required=True,
+        metadata={
+            "description": "Every feature, on or off for this caller (the tenant's switch and "
+            "the customer's portal_features; staff have every feature)"
+        },
+    )
+    approval_terms = Str(required=True, metadata={"description": "The shop's approval terms"})
 
 
 class MePatch(Schema):
@@ -124,9 +135,11 @@ def logout(call: Call) -> Any:
     return None
 
 
-def _me(call: Call, subject: Any) -> dict[str, Any]:
+def _me(call: Call, uow: Any, subject: Any) -> dict[str, Any]:
     actor = call.require_actor()
     out: dict[str, Any] = {
+        "features": caller_features(call.gw.db.core, actor),
+        "approval_terms": approval_terms(uow),
         "id": actor.id,
         "kind": actor.kind,
         "tenant_id": actor.tenant_id,
@@ -160,7 +173,7 @@ def _subject(uow: Any, actor: Any) -> Any:
 def get_me(call: Call) -> Any:
     actor = call.require_actor()
     with call.gw.db.unit_of_work() as uow:
-        return _me(call, _subject(uow, actor))
+        return _me(call, uow, _subject(uow, actor))
 
 
 @route(
@@ -185,4 +198,4 @@ def patch_me(call: Call) -> Any:
             subject.time_zone = b["time_zone"]
         if actor.is_staff:  # other services keep staff names (e.g. in emails)
             uow.emit("directory.staff_user.updated", domain.staff_user_event(subject))
-        return _me(call, subject)
+        return _me(call, uow, subject)

@@ -1,8 +1,12 @@
-"""Staff accounts and roles, tenant settings, previewing the portal as a customer, and
-what waits for a portal user's action."""
+"""Staff accounts and roles, the staff directory, tenant settings, previewing the portal
+as one portal account sees it, and what waits for a portal user's action.
+
+Admins never set or see a staff password: creating a user mails an invitation link
+(see :mod:`~services.gateway.api_links`) and the person chooses it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -11,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from kit.context import STAFF_ROLES
 from kit.db import new_id
+from kit.errors import NotFound
 from services.gateway import domain
 from services.gateway.api_auth import TokenResponse
 from services.gateway.api_directory import (
@@ -23,9 +28,10 @@ from services.gateway.api_directory import (
     list_page,
     pick,
 )
-from services.gateway.auth import AuthCore
-from services.gateway.models import Customer, StaffUser, Tenant, TenantSettings
-from services.gateway.tokens import hash_password
+from services.gateway.api_links import issue_link, lifetimes
+from services.gateway.auth import PREVIEW_MINUTES, AuthCore
+from services.gateway.features import caller_features
+from services.gateway.models import Customer, PortalAccount, StaffUser, Tenant, TenantSettings
 from services.gateway.web import STAFF, Call, PageQuery, expected_version, route
 
 Str = fields.String
@@ -40,8 +46,22 @@ class StaffUserSchema(Schema):
     time_zone = Str(required=True)
     roles = fields.List(Str(validate=validate.OneOf(STAFF_ROLES)), required=True)
     active = fields.Boolean(required=True)
+    invitation_pending = fields.Boolean(
+        required=True,
+        metadata={"description": "The person has not set a password with their invitation yet"},
+    )
     version = fields.Integer(required=True)
     created_at = fields.DateTime(required=True)
+
+
+class StaffEntrySchema(Schema):
+    """One line of the staff directory every staff member may read."""
+
+    id = fields.UUID(required=True)
+    first_name = Str(required=True)
+    last_name = Str(required=True)
+    roles = fields.List(Str(validate=validate.OneOf(STAFF_ROLES)), required=True)
+    active = fields.Boolean(required=True)
 
 
 class UserQuery(PageQuery):
@@ -50,12 +70,13 @@ class UserQuery(PageQuery):
 
 
 class UserFields(Schema):
+    """No password here, ever: the person sets it through their invitation or a reset."""
+
     first_name = Text(validate=validate.Length(min=1, max=100))
     last_name = Text(validate=validate.Length(min=1, max=100))
     time_zone = Str(validate=validate.Length(min=1, max=64))
     roles = fields.List(Str(validate=validate.Length(max=32)), validate=validate.Length(max=10))
     active = fields.Boolean()
-    password = Str(load_only=True, validate=validate.Length(min=12, max=1024))
 
 
 class UserCreate(UserFields):
@@ -67,7 +88,6 @@ class UserCreate(UserFields):
         required=True,
         validate=validate.Length(min=1, max=10),
     )
-    password = Str(required=True, load_only=True, validate=validate.Length(min=12, max=1024))
 
 
 class UserPatch(UserFields):
@@ -83,8 +103,6 @@ def _user_values(body: dict[str, Any]) -> dict[str, Any]:
     domain.raise_if(domain.check_person(None, None, values.get("time_zone")))
     if "roles" in body:
         values["roles"] = domain.check_roles(body["roles"])
-    if "password" in body:
-        values["password_hash"] = hash_password(body["password"])
     return values
 
 
@@ -100,6 +118,10 @@ def _user_values(body: dict[str, Any]) -> dict[str, Any]:
 )
 def list_users(call: Call) -> Any:
     domain.require_staff(call.require_actor(), "admin")
+    return list_users_page(call)
+
+
+def list_users_page(call: Call) -> Any:
     stmt = select(StaffUser)
     if "role" in call.query:
         stmt = stmt.where(call.query["role"] == any_(StaffUser.roles))
@@ -113,7 +135,7 @@ def list_users(call: Call) -> Any:
     "POST",
     "/users",
     callers=STAFF,
-    summary="Create a staff account (admin)",
+    summary="Create a staff account (admin): the person gets an invitation link by email",
     tag="staff",
     body=UserCreate,
     response=StaffUserSchema,
@@ -123,18 +145,52 @@ def create_user(call: Call) -> Any:
     domain.require_staff(call.require_actor(), "admin")
     values = {"time_zone": "UTC", "active": True, **_user_values(call.body)}
     with call.gw.db.unit_of_work() as uow:
-        user = StaffUser(email=claim_email(uow, call.body["email"]), **values)
+        user = StaffUser(email=claim_email(uow, call.body["email"]), password_hash=None, **values)
         uow.session.add(user)
         flush_unique(uow)
         _user_event(uow, "directory.staff_user.created", user)
+        if user.active:
+            issue_link(uow, "invitation", user, lifetimes(call))
         return user
+
+
+@route(
+    "POST",
+    "/users/{id}/invitation",
+    callers=STAFF,
+    summary="Send the invitation again (admin; a new link, earlier ones stop working)",
+    tag="staff",
+    response=StaffUserSchema,
+    errors=(409,),
+)
+def reinvite_user(call: Call) -> Any:
+    domain.require_staff(call.require_actor(), "admin")
+    with call.gw.db.unit_of_work() as uow:
+        user = fetch(uow, StaffUser, call.path["id"], lock=True)
+        domain.raise_if_cannot_invite(user)
+        issue_link(uow, "invitation", user, lifetimes(call))
+        return user
+
+
+@route(
+    "GET",
+    "/staff",
+    callers=STAFF,
+    summary="The staff directory: names, roles and whether active (any staff role)",
+    tag="staff",
+    query=UserQuery,
+    response=StaffEntrySchema,
+    many=True,
+)
+def list_staff(call: Call) -> Any:
+    return list_users_page(call)
 
 
 @route(
     "PATCH",
     "/users/{id}",
     callers=STAFF,
-    summary="Change a staff account (admin); deactivating or demoting ends its sessions",
+    summary="Change a staff account (admin; never its password); deactivating or demoting ends its sessions",
     tag="staff",
     body=UserPatch,
     response=StaffUserSchema,
@@ -152,13 +208,13 @@ def patch_user(call: Call) -> Any:
         reason = domain.revoke_reason(
             disabled=user.active and values.get("active") is False,
             narrowed="roles" in values and domain.narrows(user.roles, values["roles"]),
-            password="password_hash" in values,
+            password=False,
         )
         if apply(user, values):
             user.version += 1
             _user_event(uow, "directory.staff_user.updated", user)
         if reason:
-            # An admin changing their own password stays signed in here, nowhere else.
+            # An admin changing their own roles stays signed in here, nowhere else.
             keep = call.claims.get("sid") if user.id == actor.id else None
             AuthCore.revoke_subject(uow.session, user.id, reason, keep_session=keep)
         return user
@@ -172,6 +228,11 @@ class SettingsSchema(Schema):
     tax_rate_bp = fields.Integer(required=True, metadata={"description": "Basis points"})
     currency = Str(required=True)
     reason_codes = fields.List(Str(), required=True)
+    notify_new_request_roles = fields.List(
+        Str(validate=validate.OneOf(STAFF_ROLES)),
+        required=True,
+        metadata={"description": "Staff roles told about a new customer request"},
+    )
     version = fields.Integer(required=True)
 
 
@@ -187,6 +248,11 @@ class SettingsPatch(Schema):
     reason_codes = fields.List(
         Str(validate=validate.Length(min=1, max=64)),
         validate=validate.Length(max=domain.MAX_REASON_CODES),
+    )
+    notify_new_request_roles = fields.List(
+        Str(validate=validate.OneOf(STAFF_ROLES)),
+        validate=validate.Length(max=len(STAFF_ROLES)),
+        metadata={"description": "Staff roles told about a new customer request"},
     )
     version = fields.Integer(validate=validate.Range(min=1))
 
@@ -212,7 +278,8 @@ def _settings(uow: Any, lock: bool = False) -> TenantSettings:
 
 
 def _settings_out(row: TenantSettings) -> dict[str, Any]:
-    out = {k: getattr(row, k) for k in (*SETTINGS_FIELDS, "reason_codes", "version")}
+    keys = (*SETTINGS_FIELDS, "reason_codes", "notify_new_request_roles", "version")
+    out = {k: getattr(row, k) for k in keys}
     return {**out, "features": domain.effective_features(row.features)}
 
 
@@ -220,11 +287,12 @@ def _settings_out(row: TenantSettings) -> dict[str, Any]:
     "GET",
     "/settings",
     callers=STAFF,
-    summary="The shop's settings",
+    summary="The shop's settings (admin)",
     tag="settings",
     response=SettingsSchema,
 )
 def get_settings(call: Call) -> Any:
+    domain.require_staff(call.require_actor(), "admin")
     with call.gw.db.unit_of_work() as uow:
         return _settings_out(_settings(uow))
 
@@ -244,6 +312,10 @@ def patch_settings(call: Call) -> Any:
     changes = pick(b, *SETTINGS_FIELDS)
     if "reason_codes" in b:
         changes["reason_codes"] = domain.clean_reason_codes(b["reason_codes"])
+    if "notify_new_request_roles" in b:
+        changes["notify_new_request_roles"] = domain.check_notify_roles(
+            b["notify_new_request_roles"]
+        )
     with call.gw.db.unit_of_work() as uow:
         row = _settings(uow, lock=True)
         domain.check_version(row.version, expected_version(call))
@@ -256,23 +328,48 @@ def patch_settings(call: Call) -> Any:
                 "directory.tenant.updated",
                 {"id": tenant.id, "slug": tenant.slug, "name": tenant.name},
             )
+            uow.emit(
+                "directory.settings.updated",
+                {
+                    "features": domain.effective_features(row.features),
+                    "notify_new_request_roles": list(row.notify_new_request_roles),
+                },
+            )
         return _settings_out(row)
 
 
 # --- preview and action required -----------------------------------------------------------
+class PreviewRequest(Schema):
+    portal_account_id = fields.UUID(
+        required=True, metadata={"description": "The account whose view to show"}
+    )
+
+
 @route(
     "POST",
     "/customers/{id}/preview",
     callers=STAFF,
-    summary="A short-lived read-only token showing the portal as this customer sees it",
+    summary="A short-lived read-only token showing the portal exactly as one of the "
+    "customer's portal accounts sees it (its permissions and units)",
     tag="directory",
+    body=PreviewRequest,
     response=TokenResponse,
 )
 def preview(call: Call) -> Any:
-    actor = call.require_actor()
+    staff = call.require_actor()
     with call.gw.db.unit_of_work() as uow:
-        customer_id = fetch(uow, Customer, call.path["id"]).id
-    return call.gw.auth.core.preview(call.gw.db.core, actor, customer_id)
+        customer = fetch(uow, Customer, call.path["id"])
+        account = fetch(uow, PortalAccount, str(call.body["portal_account_id"]))
+        if account.customer_id != customer.id:  # another customer's account: no such thing
+            raise NotFound("No such portal account.")
+        actor = domain.preview_actor(staff, account, uow.tenant_id)
+    return call.gw.auth.core.start_session(
+        call.gw.db.core,
+        actor,
+        "preview",
+        lifetime=timedelta(minutes=PREVIEW_MINUTES),
+        with_refresh=False,
+    )
 
 
 class ActionItemSchema(Schema):
@@ -294,6 +391,12 @@ class ActionItemSchema(Schema):
     errors=(503,),
 )
 def action_required(call: Call) -> Any:
-    # The quotes service narrows the list to the caller's customer, units or work order.
-    reply = call.gw.quotes.list_quote_requests({"status": "customer_approval_needed", "limit": 50})
-    return {"items": domain.action_items(reply["items"]), "next_cursor": None}
+    features = caller_features(call.gw.db.core, call.require_actor())
+    items = []
+    if features["quotes"]:  # items of a switched-off feature are left out
+        # The quotes service narrows the list to the caller's customer, units or work order.
+        reply = call.gw.quotes.list_quote_requests(
+            {"status": "customer_approval_needed", "limit": 50}
+        )
+        items = domain.action_items(reply["items"])
+    return {"items": items, "next_cursor": None}

@@ -8,14 +8,14 @@ import os
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
 from kit.context import PORTAL_PERMISSIONS, STAFF_ROLES, Actor
-from kit.errors import Forbidden, ValidationFailed, VersionConflict
+from kit.errors import Conflict, Forbidden, ValidationFailed, VersionConflict
 from kit.ids import is_uuid
 
 NOTIFY_BY = ("email", "sms", "both", "none")
@@ -128,6 +128,15 @@ def actor_for(subject: Any, tenant_id: str) -> Actor:
         unit_ids=tuple(subject.unit_ids) if subject.unit_ids is not None else None,
         name=name,
     )
+
+
+def preview_actor(staff: Actor, account: Any, tenant_id: str) -> Actor:
+    """A read-only look at the portal exactly as ``account`` sees it: its customer, its
+    permissions, its units, and its id (so records "created by me" match too). The name
+    says who is looking; writes are refused because it is read-only."""
+    if not may_sign_in(account):
+        raise Conflict("The account is disabled; it sees nothing to preview.")
+    return replace(actor_for(account, tenant_id), read_only=True, name=f"Preview by {staff.name}")
 
 
 # --- rate limits -----------------------------------------------------------------------
@@ -376,6 +385,7 @@ def default_settings() -> dict[str, Any]:
         "tax_rate_bp": 0,
         "currency": "USD",
         "reason_codes": [],
+        "notify_new_request_roles": list(DEFAULT_NOTIFY_NEW_REQUEST_ROLES),
     }
 
 
@@ -436,3 +446,121 @@ def staff_user_event(user: Any) -> dict[str, Any]:
         "roles": list(user.roles),
         "active": user.active,
     }
+
+
+# --- invitation and password-reset links -------------------------------------------------
+LINK_PURPOSES = ("invitation", "password_reset")
+
+
+@dataclass(frozen=True)
+class LinkLifetimes:
+    """How long a mailed link works: an invitation for days, a reset for an hour."""
+
+    invitation: timedelta = timedelta(hours=72)
+    password_reset: timedelta = timedelta(minutes=60)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LinkLifetimes:
+        env = os.environ if env is None else env
+        return cls(
+            invitation=timedelta(hours=int(env.get("INVITATION_TTL_HOURS", "72"))),
+            password_reset=timedelta(minutes=int(env.get("PASSWORD_RESET_TTL_MINUTES", "60"))),
+        )
+
+    def of(self, purpose: str) -> timedelta:
+        return self.invitation if purpose == "invitation" else self.password_reset
+
+
+@dataclass(frozen=True)
+class ResetLimits:
+    """Password-reset requests: per account (silently ignored beyond it), per address
+    (429), and the least time every answer takes, found or not."""
+
+    account: int = 3
+    address: int = 20
+    min_seconds: float = 0.25
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ResetLimits:
+        env = os.environ if env is None else env
+        return cls(
+            account=int(env.get("PASSWORD_RESET_LIMIT_PER_ACCOUNT", "3")),
+            address=int(env.get("PASSWORD_RESET_LIMIT_PER_ADDRESS", "20")),
+            min_seconds=int(env.get("PASSWORD_RESET_MIN_MS", "250")) / 1000,
+        )
+
+
+def link_token(tenant_id: str, secret: str) -> str:
+    """The link's token as mailed: the tenant travels with the secret, as in refresh
+    tokens, so the lookup runs in that tenant's unit of work (RLS)."""
+    return f"{tenant_id}.{secret}"
+
+
+def split_link_token(presented: str) -> tuple[str, str] | None:
+    tenant_id, _, secret = (presented or "").partition(".")
+    if not is_uuid(tenant_id) or not secret:
+        return None
+    return tenant_id, secret
+
+
+def link_usable(
+    wanted: str, purpose: str, used_at: datetime | None, expires_at: datetime, now: datetime
+) -> bool:
+    """A link works once, before it expires, and only for what it was issued for."""
+    return purpose == wanted and used_at is None and now < expires_at
+
+
+def subject_kind(subject: Any) -> str:
+    return "staff" if hasattr(subject, "roles") else "portal"
+
+
+def invitation_pending(subject: Any) -> bool:
+    """The person has not set a password yet (nobody else ever sets one)."""
+    return getattr(subject, "password_hash", None) is None
+
+
+def may_use_link(purpose: str, subject: Any) -> bool:
+    """Disabled accounts get nothing; an invitation only sets a first password."""
+    if subject is None or not may_sign_in(subject):
+        return False
+    return purpose != "invitation" or invitation_pending(subject)
+
+
+def raise_if_cannot_invite(subject: Any) -> None:
+    """An invitation again only for someone who can still use it."""
+    if not invitation_pending(subject):
+        raise Conflict("This person has already set a password; they can ask for a password reset.")
+    if not may_sign_in(subject):
+        raise Conflict("The account is disabled; enable it first.")
+
+
+# --- feature switches --------------------------------------------------------------------
+DEFAULT_NOTIFY_NEW_REQUEST_ROLES = ("manager", "advisor")
+
+
+def caller_features(
+    tenant_features: Mapping[str, Any] | None, customer_features: Mapping[str, Any] | None
+) -> dict[str, bool]:
+    """Every feature with its effective state for a portal user or token holder: on when
+    the tenant has it on and the customer's ``portal_features`` does not switch it off."""
+    tenant = effective_features(tenant_features)
+    customer = customer_features or {}
+    return {f: tenant[f] and bool(customer.get(f, True)) for f in TENANT_FEATURES}
+
+
+def require_feature(feature: str, features: Mapping[str, bool]) -> None:
+    if not features.get(feature, True):
+        raise Forbidden(f"The {feature} feature is switched off for you.", "feature_disabled")
+
+
+def check_notify_roles(roles: Iterable[str]) -> list[str]:
+    """Staff roles told about a new customer request: known roles, none repeated; an
+    empty list means nobody is told (beyond an assignee)."""
+    roles = list(dict.fromkeys(roles))
+    bad = [r for r in roles if r not in STAFF_ROLES]
+    if bad:
+        raise ValidationFailed(
+            "Unknown roles.",
+            {"notify_new_request_roles": [f"choose from {', '.join(STAFF_ROLES)}"]},
+        )
+    return roles

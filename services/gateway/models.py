@@ -81,6 +81,10 @@ class StaffUser(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (UniqueConstraint("tenant_id", "email"),)
 
+    @property
+    def invitation_pending(self) -> bool:
+        return self.password_hash is None
+
 
 class Customer(TenantScoped, Base):
     __tablename__ = "customers"
@@ -149,6 +153,10 @@ class PortalAccount(TenantScoped, Base):
         # MATCH SIMPLE: a null contact_id is not checked, a set one must be this tenant's.
         _refers(["contact_id"], "contacts"),
     )
+
+    @property
+    def invitation_pending(self) -> bool:
+        return self.password_hash is None
 
 
 class AuthSession(TenantScoped, Base):

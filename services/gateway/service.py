@@ -22,11 +22,14 @@ from services.gateway import (  # noqa: F401
     api_accounts,
     api_auth,
     api_directory,
+    api_links,
     api_notify,
     api_quotes,
     api_staff,
+    domain,
 )
 from services.gateway.auth import Authenticator
+from services.gateway.features import caller_features
 from services.gateway.models import metadata
 from services.gateway.openapi import openapi_document
 from services.gateway.web import (
@@ -106,6 +109,10 @@ class GatewayService(HealthEndpoints):
                 # Existence of staff-only resources is no secret; the role is.
                 raise ApiError("forbidden", "This operation is not available to you.")
             self.ctx.bind(actor=actor)
+            if route.feature and actor.kind != "staff":
+                # The one place feature switches are enforced: portal users and token
+                # holders (previews included); staff are never feature-gated.
+                domain.require_feature(route.feature, caller_features(self.db.core, actor))
         query = load_schema(route.query, query_dict(request), "query") if route.query else {}
         body: dict[str, Any] = {}
         if route.body is not None:
