@@ -353,6 +353,70 @@ def test_k8s_gateway_service_and_ingress() -> None:
             assert path["path"] not in {"/metrics", "/healthz", "/readyz"}
 
 
+def test_k8s_gateway_counts_the_ingress_as_one_trusted_proxy_hop() -> None:
+    """Behind the Ingress every client shares the controller's address: the gateway must
+    read the client from X-Forwarded-For, one trusted hop from the right (issue 6 item 7)."""
+    from services.gateway.domain import trusted_proxy_hops
+
+    assert _of_kind("Ingress"), "no Ingress: the gateway would see clients directly"
+    env = {e["name"]: e.get("value") for e in _container("gateway").get("env", [])}
+    assert "TRUST_FORWARDED_FOR" not in env  # the old setting took the client's leftmost entry
+    assert trusted_proxy_hops(env) == 1
+    for service in ("quotes", "notify"):  # not behind the Ingress: nothing to trust
+        names = {e["name"] for e in _container(service).get("env", [])}
+        assert "TRUSTED_PROXY_HOPS" not in names
+
+
+# ------------------------------------------------------------ broker accounts ---
+# Issue 6 item 2: only setup holds the RabbitMQ administrator; services connect as the
+# services' account (<AMQP_USER_PREFIX>services) that setup creates with its password.
+BROKER_ADMIN_KEYS = {
+    "AMQP_ADMIN_URI",
+    "RABBITMQ_MANAGEMENT_URL",
+    "AMQP_SERVICES_PASSWORD",
+    "AMQP_OPERATOR_PASSWORD",
+}
+
+
+def _amqp_login(uri: str) -> tuple[str, str]:
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    return unquote(parts.username or ""), unquote(parts.password or "")
+
+
+def test_compose_services_use_the_services_broker_account() -> None:
+    services = _compose()["services"]
+    setup = services["setup"]["environment"]
+    assert set(setup) >= BROKER_ADMIN_KEYS
+    admin_user, _ = _amqp_login(setup["AMQP_ADMIN_URI"])
+    prefix = setup.get("AMQP_USER_PREFIX", "portico-")
+    for service in SERVICES:
+        env = services[service]["environment"]
+        assert not BROKER_ADMIN_KEYS & set(env), service
+        user, password = _amqp_login(env["AMQP_URI"])
+        assert user == f"{prefix}services" != admin_user
+        assert password == setup["AMQP_SERVICES_PASSWORD"]
+
+
+def test_k8s_services_use_the_services_broker_account() -> None:
+    (config,) = _of_kind("ConfigMap")
+    prefix = config["data"].get("AMQP_USER_PREFIX", "portico-")
+    setup = _secret_values(_secret("portico-setup"))
+    assert set(setup) >= BROKER_ADMIN_KEYS
+    assert "AMQP_URI" not in setup  # derived from the admin URI's host and the password
+    for service in SERVICES:
+        values = _secret_values(_secret(f"portico-{service}"))
+        assert not BROKER_ADMIN_KEYS & set(values), service
+        user, password = _amqp_login(values["AMQP_URI"])
+        assert user == f"{prefix}services"
+        assert password == setup["AMQP_SERVICES_PASSWORD"]
+    operator = _secret_values(_secret("portico-operator"))
+    user, password = _amqp_login(operator["AMQP_OPERATOR_URI"])
+    assert (user, password) == (f"{prefix}operator", setup["AMQP_OPERATOR_PASSWORD"])
+    assert set(operator) == {"AMQP_OPERATOR_URI"}
+
+
 def test_k8s_only_gateway_is_exposed() -> None:
     gateway_labels = _deployment("gateway")["spec"]["template"]["metadata"]["labels"]
     for service in _of_kind("Service"):
