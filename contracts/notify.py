@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from kit.pagination import CURSOR_PATTERN
+
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed")
 CHANNELS = ("email", "sms")
 Str = fields.String
@@ -14,7 +16,7 @@ class DeliveryListQuery(Schema):
     channel = Str(validate=validate.OneOf(CHANNELS))
     event_type = Str(validate=validate.Length(min=1, max=120))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = Str(validate=validate.Length(max=200))
+    cursor = Str(validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"))
 
 
 class DeliverySchema(Schema):

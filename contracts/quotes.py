@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from kit.pagination import CURSOR_PATTERN
+
 STATUSES = ("pending", "in_process", "customer_approval_needed", "approved", "denied", "cancelled")
 # What PATCH may set; decisions go through /approve, /deny and /cancel.
 WORKING_STATUSES = ("pending", "in_process", "customer_approval_needed")
@@ -31,7 +33,7 @@ class PageQuery(Schema):
     limit = fields.Integer(
         load_default=LIST_LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIST_LIMIT_MAX)
     )
-    cursor = Str(validate=validate.Length(max=200))
+    cursor = Str(validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"))
 
 
 class QuoteListQuery(QuoteFilters, PageQuery):
@@ -49,7 +51,7 @@ class QuoteExportQuery(QuoteFilters):
     limit = fields.Integer(
         load_default=EXPORT_PAGE_MAX, validate=validate.Range(min=1, max=EXPORT_PAGE_MAX)
     )
-    cursor = Str(validate=validate.Length(max=200))
+    cursor = Str(validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"))
 
 
 class CreateQuoteRequest(Schema):

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 from kit.context import Actor
 from kit.db import unavailable
 from kit.errors import DomainError, problem, status_for
-from kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from kit.pagination import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 from kit.pagination import decode_cursor as decode_cursor  # re-exported for route modules
 from kit.pagination import encode_cursor as encode_cursor
 from kit.pagination import page as page
@@ -190,11 +190,46 @@ def error_response(exc: BaseException) -> Response:
     return problem_response("internal_error", "Something went wrong on our side.")
 
 
+def json_type_errors(schema: Schema, data: Any) -> dict[str, list[str]]:
+    """JSON values of the wrong JSON type: a boolean field takes only true/false and a
+    number field only numbers, as the OpenAPI document says (marshmallow alone would
+    read "yes", 1 or "5" too). Query strings are text and are not checked here."""
+    errors: dict[str, list[str]] = {}
+    stack: list[tuple[str, Any, Any]] = [("", schema, data)]
+    while stack:
+        where, spec, value = stack.pop()
+        if value is None:
+            continue
+        if isinstance(spec, Schema) and isinstance(value, dict):
+            for name, declared in spec.fields.items():
+                key = declared.data_key or name
+                if key in value:
+                    stack.append((f"{where}.{key}" if where else key, declared, value[key]))
+        elif isinstance(spec, fields.Nested):
+            items = value if spec.many and isinstance(value, list) else [value]
+            stack.extend((where, spec.schema, item) for item in items)
+        elif isinstance(spec, fields.List) and isinstance(value, list):
+            stack.extend((f"{where}.{i}", spec.inner, item) for i, item in enumerate(value))
+        elif isinstance(spec, fields.Dict) and isinstance(value, dict) and spec.value_field:
+            stack.extend((f"{where}.{k}", spec.value_field, v) for k, v in value.items())
+        elif isinstance(spec, fields.Boolean) and not isinstance(value, bool):
+            errors[where] = ["Not a valid boolean."]
+        elif isinstance(spec, fields.Number) and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            errors[where] = ["Not a valid number."]
+    return errors
+
+
 def load(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
     """Load a body or query with its route's schema. Every string also passes
     :mod:`kit.text` (``kit.schemas.text_errors``): NUL, lone surrogates, controls and
     bidi overrides are a 422 naming the field, never a database or encoding error."""
     schema = shared(schema_cls)
+    if where == "request body":
+        wrong = json_type_errors(schema, data)
+        if wrong:
+            raise ApiError("validation_failed", f"The {where} is not valid.", wrong)
     try:
         loaded = schema.load(data)
     except ValidationError as err:
@@ -256,7 +291,10 @@ class PageQuery(Schema):
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT)
     )
-    cursor = fields.String(validate=validate.Length(min=1, max=512))
+    cursor = fields.String(
+        validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"),
+        metadata={"description": "The next_cursor of the previous page"},
+    )
 
 
 def expected_version(call: Call) -> int | None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+from marshmallow import Schema, fields
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from kit.errors import ValidationFailed
+from kit.pagination import CURSOR_PATTERN
 from services.gateway.web import (
     MAX_JSON_BYTES,
     ROUTES,
@@ -38,7 +41,7 @@ def call_with(body: dict | None = None, if_match: str | None = None) -> Call:
 def test_cursor_round_trip() -> None:
     when = datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
     cursor = encode_cursor(when, ROW)
-    assert "=" not in cursor and "/" not in cursor and "+" not in cursor
+    assert re.fullmatch(CURSOR_PATTERN, cursor)
     assert decode_cursor(cursor) == (when, ROW)
 
 
@@ -48,8 +51,10 @@ def test_cursor_round_trip() -> None:
         "x",
         "!!!!",
         "WzEsMl0",  # garbage, bad base64, [1, 2]
-        encode_cursor(datetime(2025, 1, 1, tzinfo=UTC), "not-a-uuid"),
-        encode_cursor(datetime(2025, 1, 1), ROW),  # naive time
+        "1-" + "0" * 31,  # an id one digit short
+        "1" * 17 + "-" + "0" * 32,  # past the year 9999
+        "1-" + "0" * 31 + "A",  # upper-case hex: not what the server writes
+        "1-" + "0" * 32 + "\n",
     ],
 )
 def test_malformed_cursor_is_a_validation_error(cursor: str) -> None:
@@ -60,9 +65,10 @@ def test_malformed_cursor_is_a_validation_error(cursor: str) -> None:
 
 def test_page_query() -> None:
     assert load(PageQuery, {}, "query") == {"limit": 50}
-    assert load(PageQuery, {"limit": "200", "cursor": "abc"}, "query") == {
+    cursor = encode_cursor(datetime(2025, 1, 1, tzinfo=UTC), ROW)
+    assert load(PageQuery, {"limit": "200", "cursor": cursor}, "query") == {
         "limit": 200,
-        "cursor": "abc",
+        "cursor": cursor,
     }
     for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "ten"}, {"cursor": ""}, {"other": "1"}):
         with pytest.raises(ApiError) as err:
@@ -127,9 +133,13 @@ def test_chunked_body_is_refused_rather_than_read_as_empty() -> None:
 
 def test_nul_characters_are_a_validation_error_naming_the_field() -> None:
     with pytest.raises(ApiError) as err:
-        load(PageQuery, {"cursor": "ab\x00c"}, "query")
+        load(Named, {"name": "ab\x00c"}, "query")
     assert err.value.code == "validation_failed"
-    assert err.value.errors == {"cursor": ["must not contain control characters"]}
+    assert err.value.errors == {"name": ["must not contain control characters"]}
+
+
+class Named(Schema):
+    name = fields.String()
 
 
 def route_for(endpoint: str) -> Route:
