@@ -38,6 +38,8 @@ UNIQUE_VIOLATION = "23505"  # PostgreSQL SQLSTATE
 class Text(fields.String):
     """A string trimmed of surrounding whitespace before its validators run."""
 
+    strips = True  # the OpenAPI document then asks for a non-blank value if one is required
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         return super()._deserialize(value, attr, data, **kwargs).strip()
 
