@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from services.gateway import domain
+from services.gateway.api_directory import features_field
 from services.gateway.features import approval_terms, caller_features
 from services.gateway.models import PortalAccount, StaffUser
 from services.gateway.web import ANY_CALLER, PUBLIC, ApiError, Call, route
@@ -44,9 +45,7 @@ class MeSchema(Schema):
     customer_id = fields.UUID(allow_none=True)
     unit_ids = fields.List(fields.UUID(), allow_none=True)
     read_only = fields.Boolean()
-    features = fields.Dict(
-        keys=Str(validate=validate.OneOf(domain.TENANT_FEATURES)),
-        values=fields.Boolean(),
+    features = features_field(
         required=True,
         metadata={
             "description": "Every feature, on or off for this caller (the tenant's switch and "
