@@ -176,6 +176,8 @@ class Environment:
             "RPC_TIMEOUT_SECONDS": "8",
             "LOGIN_LIMIT_PER_ACCOUNT": "5",
             "LOGIN_LIMIT_PER_ADDRESS": "1000",
+            # Every test calls from 127.0.0.1; the per-account reset limit stays at 3.
+            "PASSWORD_RESET_LIMIT_PER_ADDRESS": "1000",
             "PORTAL_BASE_URL": "http://portal.test",
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
