@@ -15,8 +15,7 @@ import smtplib
 import ssl
 import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -26,9 +25,9 @@ from typing import Any, Protocol
 
 import jinja2
 import requests
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from services.notify.domain import Recipient, record_link
+from services.notify.sandbox import SandboxProcess, TemplateLimitError, shared_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +35,21 @@ EVENT_ID_HEADER = "X-Portico-Event-Id"
 DELIVERY_KEY_HEADER = "X-Portico-Delivery-Key"
 
 PARTS: tuple[str, ...] = ("subject", "text", "html", "sms")
+"""Parts of a message a tenant may override."""
 PART_SUFFIXES: Mapping[str, str] = {
     "subject": "email.subject.j2",
     "text": "email.txt.j2",
     "html": "email.html.j2",
     "sms": "sms.j2",
+    "in_app": "in_app.j2",  # the body of an in-app item (its title is the subject)
 }
+PARTS_BY_CHANNEL: Mapping[str, tuple[str, ...]] = {
+    "email": ("subject", "text", "html"),
+    "sms": ("sms",),
+    "in_app": ("subject", "in_app"),
+}
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+IN_APP_MAX_CHARS = 500
 DEFAULT_TEMPLATE = "default"
 SMS_MAX_CHARS = 320
 SUBJECT_MAX_CHARS = 200
@@ -69,44 +77,15 @@ class DeliveryError(Exception):
 # ------------------------------------------------------------------------ rendering
 
 
-class _TenantSandbox(ImmutableSandboxedEnvironment):
-    """Sandbox for tenant-written templates.
-
-    On top of Jinja's sandbox (no private/dunder attributes, no mutation of data),
-    refuses string/list repetition and powers that would allocate huge values.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-    max_repeat_size = 10_000
-    max_exponent = 100
-
-    def call_binop(
-        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
-    ) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | bytes | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > self.max_repeat_size
-                ):
-                    raise SecurityError("sequence repetition is too large")
-        if (
-            operator == "**"
-            and isinstance(left, int)
-            and isinstance(right, int)
-            and abs(right) > self.max_exponent
-        ):
-            raise SecurityError("exponent is too large")
-        return super().call_binop(context, operator, left, right)
-
-
 @dataclass(frozen=True, slots=True)
 class RenderedMessage:
     subject: str
     text: str
     html: str
     sms: str
+    in_app: str = ""
+    # What went wrong with the tenant's overrides (each replaced by the built-in template).
+    problems: tuple[str, ...] = ()
 
 
 _WHITESPACE = re.compile(r"\s+")
@@ -142,27 +121,28 @@ def _readable_time(value: Any) -> str:
 
 
 class Renderer:
-    """Renders the subject, text, html and sms parts for an event and recipient.
+    """Renders the parts of a message for an event and recipient.
 
     Lookup order for each part: the tenant's override for the event type, the
     ``<event_type>.<part>`` file, the tenant's ``default`` override, the
-    ``default.<part>`` file. Tenant overrides run in a sandbox with lenient
-    undefined handling; one that fails to compile or render is logged and skipped,
-    so a broken override never stops delivery. ``strict=True`` makes file
+    ``default.<part>`` file. Tenant overrides run in a sandboxed worker process with
+    limits on time, memory and output size (:mod:`services.notify.sandbox`); one that
+    fails or breaks a limit is logged, reported in ``RenderedMessage.problems`` and
+    skipped, so a broken override never stops delivery. ``strict=True`` makes file
     templates fail on undefined variables (used by tests).
     """
 
-    _CACHE_SIZE = 256
-
     def __init__(
         self,
-        template_dir: str | os.PathLike[str],
+        template_dir: str | os.PathLike[str] = TEMPLATE_DIR,
         overrides: OverrideLookup | None = None,
         *,
         strict: bool = False,
+        sandbox: SandboxProcess | None = None,
     ) -> None:
         self.template_dir = Path(template_dir)
         self._overrides = overrides
+        self._sandbox = sandbox
         self._files = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(self.template_dir)),
             autoescape=jinja2.select_autoescape(
@@ -172,27 +152,22 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._sandboxes = {
-            escape: _TenantSandbox(
-                autoescape=escape,
-                undefined=jinja2.Undefined,
-                trim_blocks=True,
-                lstrip_blocks=True,
-            )
-            for escape in (False, True)
-        }
-        self._compiled: OrderedDict[tuple[bool, str], jinja2.Template] = OrderedDict()
-        self._lock = threading.Lock()
 
     def with_overrides(self, overrides: OverrideLookup | None) -> Renderer:
         """A renderer that looks tenant overrides up in ``overrides`` instead.
 
-        It shares this renderer's file templates and compiled-override cache, so
-        binding the overrides loaded for one event is cheap.
+        It shares this renderer's file templates and sandbox, so binding the
+        overrides loaded for one tenant is cheap.
         """
         bound = copy.copy(self)
         bound._overrides = overrides
         return bound
+
+    @property
+    def sandbox(self) -> SandboxProcess:
+        if self._sandbox is None:
+            self._sandbox = shared_sandbox()
+        return self._sandbox
 
     # -- context ---------------------------------------------------------------------
 
@@ -204,11 +179,20 @@ class Renderer:
         tenant_name: str,
         portal_base: str,
     ) -> dict[str, Any]:
+        """Everything a template sees; plain JSON, so it can be stored and rendered later."""
         data = dict(event.get("data") or {})
         if isinstance(recipient, Recipient):
-            who: dict[str, Any] = {"name": recipient.name, "kind": recipient.kind}
+            who: dict[str, Any] = {
+                "name": recipient.name,
+                "kind": recipient.kind,
+                "id": recipient.id,
+            }
         else:
-            who = {"name": recipient.get("name", ""), "kind": recipient.get("kind", "contact")}
+            who = {
+                "name": recipient.get("name", ""),
+                "kind": recipient.get("kind", "contact"),
+                "id": str(recipient.get("id", "")),
+            }
         return {
             "event": dict(event),
             "data": data,
@@ -227,24 +211,41 @@ class Renderer:
         *,
         tenant_name: str,
         portal_base: str,
+        parts: Iterable[str] = PARTS,
     ) -> RenderedMessage:
         ctx = self.context(event, recipient, tenant_name=tenant_name, portal_base=portal_base)
-        raw = {part: self.render_part(part, event, ctx) for part in PARTS}
+        return self.render_context(ctx, parts)
+
+    def render_context(
+        self, ctx: Mapping[str, Any], parts: Iterable[str] = PARTS
+    ) -> RenderedMessage:
+        """Render ``parts`` (others stay empty) from a context made by :meth:`context`."""
+        problems: list[str] = []
+        event = ctx.get("event") or {}
+        raw = {part: self.render_part(part, event, ctx, problems) for part in parts}
         return RenderedMessage(
-            subject=_one_line(raw["subject"], SUBJECT_MAX_CHARS),
-            text=_tidy_text(raw["text"]),
-            html=raw["html"].strip() + "\n",
-            sms=_one_line(raw["sms"], SMS_MAX_CHARS),
+            subject=_one_line(raw.get("subject", ""), SUBJECT_MAX_CHARS),
+            text=_tidy_text(raw["text"]) if "text" in raw else "",
+            html=raw["html"].strip() + "\n" if "html" in raw else "",
+            sms=_one_line(raw.get("sms", ""), SMS_MAX_CHARS),
+            in_app=_one_line(raw.get("in_app", ""), IN_APP_MAX_CHARS),
+            problems=tuple(problems),
         )
 
-    def render_part(self, part: str, event: Mapping[str, Any], ctx: Mapping[str, Any]) -> str:
-        """Render one part without post-processing."""
+    def render_part(
+        self,
+        part: str,
+        event: Mapping[str, Any],
+        ctx: Mapping[str, Any],
+        problems: list[str] | None = None,
+    ) -> str:
+        """Render one part without post-processing; override failures go to ``problems``."""
         if part not in PART_SUFFIXES:
             raise ValueError(f"unknown part {part!r}")
         event_type = str(event.get("type") or DEFAULT_TEMPLATE)
         tenant_id = str(event.get("tenant_id") or "")
         for name in (event_type, DEFAULT_TEMPLATE):
-            rendered = self._render_override(tenant_id, name, part, ctx)
+            rendered = self._render_override(tenant_id, name, part, ctx, problems)
             if rendered is not None:
                 return rendered
             template = self._file_template(name, part)
@@ -259,42 +260,29 @@ class Renderer:
             return None
 
     def _render_override(
-        self, tenant_id: str, name: str, part: str, ctx: Mapping[str, Any]
+        self,
+        tenant_id: str,
+        name: str,
+        part: str,
+        ctx: Mapping[str, Any],
+        problems: list[str] | None,
     ) -> str | None:
-        if self._overrides is None or not tenant_id:
+        if self._overrides is None or not tenant_id or part not in PARTS:
             return None
         source = self._overrides(tenant_id, name, part)
         if not source or not source.strip():
             return None
         try:
-            rendered = self._compile_override(part == "html", source).render(ctx)
-        except Exception as exc:  # tenant-authored: never let it break delivery
-            log.warning(
-                "tenant %s: template override %s/%s failed (%s: %s); using built-in template",
-                tenant_id,
-                name,
-                part,
-                type(exc).__name__,
-                exc,
-            )
+            rendered = self.sandbox.render(source, part == "html", dict(ctx))
+        except TemplateLimitError as exc:  # tenant-authored: never let it break delivery
+            problem = f"template override {name}/{part} failed ({exc}); built-in template used"
+            log.warning("tenant %s: %s", tenant_id, problem)
+            if problems is not None:
+                problems.append(problem)
             return None
         if not rendered.strip():
             return None
         return rendered
-
-    def _compile_override(self, html: bool, source: str) -> jinja2.Template:
-        key = (html, source)
-        with self._lock:
-            cached = self._compiled.get(key)
-            if cached is not None:
-                self._compiled.move_to_end(key)
-                return cached
-        template = self._sandboxes[html].from_string(source)
-        with self._lock:
-            self._compiled[key] = template
-            while len(self._compiled) > self._CACHE_SIZE:
-                self._compiled.popitem(last=False)
-        return template
 
 
 # ---------------------------------------------------------------------------- email

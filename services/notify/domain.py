@@ -8,9 +8,11 @@ email and SMS become deliveries, ``in_app`` becomes an item of the in-app feed.
 from __future__ import annotations
 
 import hashlib
+import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
@@ -344,3 +346,64 @@ def parse_occurred_at(value: str) -> datetime:
     except (AttributeError, ValueError) as exc:
         raise ValueError(f"occurred_at is not an ISO 8601 timestamp: {value!r}") from exc
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------ in-app feed
+
+
+def record_of(event_type: str, data: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The record an event is about: ``("quote_request", <id>)`` from the event's type
+    prefix and its ``<prefix>_id`` (or ``id``) field."""
+    record_type = event_type.split(".", 1)[0]
+    record_id = data.get(f"{record_type}_id") or data.get("id")
+    return record_type, str(record_id) if record_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOwner:
+    """Whose feed a caller reads, and as which reader it marks items read."""
+
+    recipient_kind: str  # "staff" | "customer"
+    recipient_id: str
+    unit_ids: tuple[str, ...] | None  # None: items of every unit
+    reader_kind: str  # "staff" | "portal"
+    reader_id: str
+
+
+class NoFeed(ValueError):
+    """The caller has no in-app feed (token holders, system)."""
+
+
+def feed_owner(
+    kind: str, actor_id: str, customer_id: str | None, unit_ids: Sequence[str] | None
+) -> FeedOwner:
+    """A staff member reads its own items; a portal user reads its customer's items of
+    its allowed units and those about no unit."""
+    if kind == "staff":
+        return FeedOwner("staff", actor_id, None, "staff", actor_id)
+    if kind == "portal" and customer_id:
+        units = None if unit_ids is None else tuple(str(u) for u in unit_ids)
+        return FeedOwner("customer", str(customer_id), units, "portal", actor_id)
+    raise NoFeed(f"a {kind} caller has no in-app feed")
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+FEED_CURSOR_RE: Final = re.compile(r"^([01])-([0-9]{1,16})-([0-9a-f]{32})$")
+"""``<1 if read>-<microseconds since 1970 UTC>-<item id as 32 hex digits>``: the
+list cursor of the kit (kit.pagination) with the read flag in front."""
+
+
+def encode_feed_cursor(read: bool, created_at: datetime, item_id: str) -> str:
+    """Position in a feed ordered unread first, then newest first."""
+    micros = (created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{int(read)}-{micros}-{uuid.UUID(str(item_id)).hex}"
+
+
+def decode_feed_cursor(cursor: str) -> tuple[bool, datetime, str]:
+    """The position a cursor names; ``ValueError`` for anything that is not one."""
+    match = FEED_CURSOR_RE.fullmatch(cursor) if isinstance(cursor, str) else None
+    if match is None:
+        raise ValueError("not a cursor")
+    read, micros, item_hex = match.groups()
+    created_at = _EPOCH + timedelta(microseconds=int(micros))
+    return read == "1", created_at, str(uuid.UUID(hex=item_hex))

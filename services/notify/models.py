@@ -9,11 +9,13 @@ event arriving late never overwrites newer data.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -22,7 +24,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from kit.db import TenantScoped, infra_tables, make_metadata, new_id, utcnow
@@ -105,6 +107,11 @@ class Delivery(TenantScoped, Base):
     body_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     body_html: Mapped[str | None] = mapped_column(Text, nullable=True)
     sms_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the templates see, stored with the row so the message is rendered after the
+    # event's transaction (when sending); cleared once rendered.
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # A tenant override that failed or broke a limit (the built-in template was used).
+    template_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -144,4 +151,62 @@ class TemplateOverride(TenantScoped, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "event_type", "part"),
         CheckConstraint("part in ('subject', 'text', 'html', 'sms')", name="part"),
+    )
+
+
+class TenantSettings(TenantScoped, Base):
+    """The tenant settings notify acts on, from ``directory.settings.updated``."""
+
+    __tablename__ = "tenant_settings"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)  # the tenant's id
+    notify_new_request_roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    source_occurred_at: Mapped[datetime] = _source_occurred_at()
+    __table_args__ = (CheckConstraint("tenant_id = id", name="is_own_tenant"),)
+
+
+class Notification(TenantScoped, Base):
+    """One item of an in-app feed: a staff member's, or a customer's (read by its portal
+    accounts; ``unit_id`` narrows it for accounts restricted to some units)."""
+
+    __tablename__ = "notifications"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    recipient_kind: Mapped[str] = mapped_column(String(16))
+    recipient_id: Mapped[str] = mapped_column(UUID)
+    unit_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    event_id: Mapped[str] = mapped_column(UUID)
+    event_type: Mapped[str] = mapped_column(String(120))
+    record_type: Mapped[str] = mapped_column(String(60))
+    record_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    link: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=text("now()")
+    )
+    __table_args__ = (
+        CheckConstraint("recipient_kind in ('staff', 'customer')", name="recipient_kind"),
+        # an event handled twice never yields a second item
+        UniqueConstraint("tenant_id", "event_id", "recipient_kind", "recipient_id"),
+        UniqueConstraint("tenant_id", "id"),  # target of the readers' composite key
+        Index("ix_notifications_feed", "tenant_id", "recipient_kind", "recipient_id", "created_at"),
+    )
+
+
+class NotificationRead(TenantScoped, Base):
+    """One reader's mark on one item (each portal account of a customer reads for itself)."""
+
+    __tablename__ = "notification_reads"
+    notification_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    reader_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reader_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    read_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=text("now()")
+    )
+    __table_args__ = (
+        CheckConstraint("reader_kind in ('staff', 'portal')", name="reader_kind"),
+        ForeignKeyConstraint(
+            ["tenant_id", "notification_id"],
+            ["notifications.tenant_id", "notifications.id"],
+            ondelete="CASCADE",
+        ),
     )

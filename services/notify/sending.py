@@ -1,6 +1,9 @@
-"""Sending deliveries: claim rows with a lease, hand them over, record the outcome.
+"""Sending deliveries: claim rows with a lease, render, hand them over, record the outcome.
 
-A claim (``status='sending'``, ``lease_until``, ``attempts + 1``) is committed before
+A claimed row that was never rendered is rendered first, outside any transaction
+(tenant template overrides run in the sandbox worker with hard limits; one that
+fails leaves the built-in template and a ``template_error`` on the row), and the
+rendered message is stored before it is handed over. A claim (``status='sending'``, ``lease_until``, ``attempts + 1``) is committed before
 anything leaves the process, and the outcome is recorded in a second transaction, so
 no message is ever sent from inside a database transaction. A sender that dies after
 claiming leaves its rows ``sending``; once the lease expires the sweep claims and sends
@@ -14,8 +17,9 @@ import logging
 import os
 from collections import Counter as Tally
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 from prometheus_client import Counter
@@ -28,12 +32,14 @@ from services.notify import domain
 from services.notify.channels import (
     DELIVERY_KEY_HEADER,
     EVENT_ID_HEADER,
+    PARTS_BY_CHANNEL,
     DeliveryError,
+    Renderer,
     SmsSender,
     SmtpSender,
     sms_sender_from_config,
 )
-from services.notify.models import Delivery
+from services.notify.models import Delivery, TemplateOverride
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ _CLAIMED = (
     _T.c.body_text,
     _T.c.body_html,
     _T.c.sms_body,
+    _T.c.context,
     _T.c.attempts,
 )
 
@@ -69,6 +76,7 @@ _CLAIMED = (
 class Senders:
     email: SmtpSender
     sms: SmsSender
+    renderer: Renderer = field(default_factory=Renderer)
 
 
 def senders_from_settings(settings: Settings) -> Senders:
@@ -84,6 +92,7 @@ def senders_from_settings(settings: Settings) -> Senders:
         sms=sms_sender_from_config(
             settings.sms_http_url, settings.sms_http_token, settings.sms_dir
         ),
+        renderer=Renderer(),
     )
 
 
@@ -131,6 +140,41 @@ def claim_due(core: DatabaseCore, batch: int = SWEEP_BATCH) -> list[Any]:
     return _claim(core, _T.c.id.in_(due.scalar_subquery()))
 
 
+Overrides = dict[tuple[str, str], str]
+
+
+def _overrides(core: DatabaseCore, tenant_id: str, cache: dict[str, Overrides]) -> Overrides:
+    """The tenant's template overrides, read once per batch in the tenant's own scope."""
+    if tenant_id not in cache:
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            cache[tenant_id] = {
+                (o.event_type, o.part): o.source
+                for o in uow.session.scalars(select(TemplateOverride))
+            }
+    return cache[tenant_id]
+
+
+def _rendered(core: DatabaseCore, renderer: Renderer, row: Any, cache: dict[str, Overrides]) -> Any:
+    """The row with its message, rendering and storing it first if it has none yet."""
+    if row.context is None:
+        return row
+    table = _overrides(core, str(row.tenant_id), cache)
+    bound = renderer.with_overrides(lambda _tenant, name, part: table.get((name, part)))
+    message = bound.render_context(row.context, PARTS_BY_CHANNEL[row.channel])
+    email = row.channel == "email"
+    values = {
+        "subject": message.subject if email else None,
+        "body_text": message.text if email else None,
+        "body_html": message.html if email else None,
+        "sms_body": None if email else message.sms,
+        "template_error": "; ".join(message.problems)[: domain.ERROR_MAX_CHARS] or None,
+        "context": None,
+    }
+    with core.unit_of_work(worker=True) as uow:
+        uow.session.execute(update(_T).where(_T.c.id == row.id).values(**values))
+    return SimpleNamespace(**{**row._asdict(), **values})
+
+
 def _hand_over(senders: Senders, row: Any) -> str:
     headers = {EVENT_ID_HEADER: str(row.event_id), DELIVERY_KEY_HEADER: row.delivery_key}
     if row.channel == "email":
@@ -142,7 +186,7 @@ def _hand_over(senders: Senders, row: Any) -> str:
 
 # Once a message of a private event is settled (sent or given up), its body (which
 # holds a secret such as a sign-in link) is wiped; subject, address and status stay.
-_WIPED_BODY = {"body_text": None, "body_html": None, "sms_body": None}
+_WIPED_BODY = {"body_text": None, "body_html": None, "sms_body": None, "context": None}
 
 
 def _record(core: DatabaseCore, row: Any, outcome: domain.Settlement, provider_id: str) -> None:
@@ -183,9 +227,11 @@ def _record(core: DatabaseCore, row: Any, outcome: domain.Settlement, provider_i
 def send_claimed(core: DatabaseCore, senders: Senders, rows: Sequence[Any]) -> dict[str, int]:
     """Hand claimed rows over, one by one, and record each outcome; returns counts."""
     tally: Tally[str] = Tally()
+    overrides: dict[str, Overrides] = {}
     for row in rows:
         provider_id = ""
         try:
+            row = _rendered(core, senders.renderer, row, overrides)
             provider_id = _hand_over(senders, row)
             outcome = domain.settle(row.attempts)
         except DeliveryError as exc:

@@ -1,23 +1,27 @@
 """Notifications driven by events.
 
-``directory.*`` events keep local copies of tenants, customers, contacts and staff.
-``quote_request.*`` events become ``deliveries`` rows (one per recipient and channel,
-deduplicated by ``delivery_key``) in the same transaction that records the event as
-processed. Sending happens after the commit: a sender claims rows with a lease, hands
-them to SMTP or the SMS gateway, then records the outcome. A sweep on a timer sends
-whatever is due and whatever a crashed sender left behind once its lease expired.
+``directory.*`` events keep local copies of tenants, customers, contacts, staff and
+the tenant settings notify acts on. An event that notifies someone is planned once
+(:func:`domain.plan_deliveries`) in the transaction that records it as processed: email
+and SMS become ``deliveries`` rows (one per recipient and channel, deduplicated by
+``delivery_key``) holding the template context, in-app becomes ``notifications`` rows
+(rendered from the built-in templates). Rendering messages, which may run a tenant's
+template overrides, and sending happen after the commit: a sender claims rows with a
+lease, renders them (:mod:`services.notify.sending`), hands them to SMTP or the SMS
+gateway, then records the outcome. A sweep on a timer sends whatever is due and
+whatever a crashed sender left behind once its lease expired.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+import uuid
 from typing import Any, cast
 
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, and_, case, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from contracts import notify as c
@@ -26,7 +30,7 @@ from kit import pagination
 from kit.config import load
 from kit.context import Actor, RequestContext
 from kit.db import DatabaseCore, UnitOfWork
-from kit.errors import Forbidden
+from kit.errors import Forbidden, NotFound, ValidationFailed
 from kit.health import HealthEndpoints
 from kit.ids import new_id
 from kit.messaging import event_consumer
@@ -34,14 +38,16 @@ from kit.observability import Metrics
 from kit.providers import Database, WorkerDb, rpc
 from kit.schemas import load as load_payload
 from services.notify import domain
-from services.notify.channels import Renderer
+from services.notify.channels import TEMPLATE_DIR, Renderer
 from services.notify.models import (
     Contact,
     Customer,
     Delivery,
+    Notification,
+    NotificationRead,
     StaffMember,
-    TemplateOverride,
     Tenant,
+    TenantSettings,
     metadata,
 )
 from services.notify.sending import SWEEP_BATCH, deliver, senders_from_settings, sweep
@@ -52,7 +58,6 @@ HANDLER = "notify.on_event"
 SUPPORTED_EVENT_VERSION = 1
 SWEEP_SECONDS = float(os.environ.get("NOTIFY_SWEEP_SECONDS", "2"))
 SWEEP_MAX_ROUNDS = 10
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 FALLBACK_TENANT_NAME = "your service shop"
 
 # entity prefix -> (local copy, fields copied from the event data)
@@ -67,6 +72,7 @@ _DIRECTORY: dict[str, tuple[Any, tuple[str, ...]]] = {
 }
 
 _T = cast(Table, Delivery.__table__)
+_N = cast(Table, Notification.__table__)
 
 
 class UnsupportedEventVersion(ValueError):
@@ -93,11 +99,14 @@ def handle_event(
             log.info("ignoring %s", event["type"], extra={"event_id": event["id"]})
             return []
         data = validate_data(event["type"], event["data"])
+        if event["type"] == "directory.settings.updated":
+            _copy_settings(uow, event, data)
+            return []
         if event["type"].startswith("directory."):
             _copy_directory_fact(uow, event, data)
             return []
         if event["type"] in domain.NOTIFICATION_RULES:  # others notify nobody: no lookups
-            return _store_deliveries(uow, renderer, {**event, "data": data}, portal_base)
+            return _store_plan(uow, renderer, {**event, "data": data}, portal_base)
         return []
 
 
@@ -124,10 +133,39 @@ def _copy_directory_fact(uow: UnitOfWork, event: dict[str, Any], data: dict[str,
     )
 
 
+def _copy_settings(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
+    """Keep the tenant's ``notify_new_request_roles``; an older event never wins."""
+    roles = list(data["notify_new_request_roles"])
+    stmt = pg_insert(TenantSettings).values(
+        id=uow.tenant_id,
+        tenant_id=uow.tenant_id,
+        notify_new_request_roles=roles,
+        source_occurred_at=domain.parse_occurred_at(event["occurred_at"]),
+    )
+    table = cast(Table, TenantSettings.__table__)
+    uow.session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[table.c.id],
+            set_={
+                "notify_new_request_roles": stmt.excluded.notify_new_request_roles,
+                "source_occurred_at": stmt.excluded.source_occurred_at,
+            },
+            where=table.c.source_occurred_at <= stmt.excluded.source_occurred_at,
+        )
+    )
+
+
+def _new_request_roles(uow: UnitOfWork) -> tuple[str, ...]:
+    roles = uow.session.scalar(select(TenantSettings.notify_new_request_roles))
+    return domain.DEFAULT_NEW_REQUEST_ROLES if roles is None else tuple(roles)
+
+
 def _recipients(uow: UnitOfWork, customer_id: str | None) -> tuple[list[Any], list[Any]]:
-    contacts = (
-        uow.session.scalars(
-            select(Contact).where(Contact.customer_id == customer_id).order_by(Contact.id)
+    contacts: list[Contact] = (
+        list(
+            uow.session.scalars(
+                select(Contact).where(Contact.customer_id == customer_id).order_by(Contact.id)
+            )
         )
         if customer_id
         else []
@@ -147,35 +185,43 @@ def _recipients(uow: UnitOfWork, customer_id: str | None) -> tuple[list[Any], li
     )
 
 
-def _store_deliveries(
+def _store_plan(
     uow: UnitOfWork, renderer: Renderer, event: dict[str, Any], portal_base: str
 ) -> list[str]:
+    """Plan who is told, store it; return the ids of new deliveries to send.
+
+    Deliveries keep the template context and are rendered when sent, outside this
+    transaction (tenant overrides are tenant code). In-app items are rendered here,
+    from the built-in templates only.
+    """
     data = event["data"]
     contacts, staff = _recipients(uow, data.get("customer_id"))
-    plan = [
-        (recipient, channel)
-        for recipient, channel in domain.plan_deliveries(
-            event["type"], data, contacts, staff, actor_id=event["actor"]["id"]
-        )
-        if channel in domain.CHANNELS
-    ]
+    roles = _new_request_roles(uow) if "staff_roles" in _audiences(event["type"]) else ()
+    plan = domain.plan_deliveries(
+        event["type"],
+        data,
+        contacts,
+        staff,
+        actor_id=event["actor"]["id"],
+        new_request_roles=roles,
+    )
     if not plan:
         return []
     tenant_name = uow.session.scalar(select(Tenant.name)) or FALLBACK_TENANT_NAME
-    overrides = {
-        (o.event_type, o.part): o.source for o in uow.session.scalars(select(TemplateOverride))
-    }
-    bound = renderer.with_overrides(lambda _tenant, name, part: overrides.get((name, part)))
-    messages: dict[tuple[str, str], Any] = {}
+    customer_name = data.get("customer_id") and uow.session.scalar(
+        select(Customer.name).where(Customer.id == data["customer_id"])
+    )
+    # The templates greet staff with the customer's name, a fact the event does not carry.
+    shown = {**event, "data": {**data, "customer_name": customer_name or ""}}
+    built_in = renderer.with_overrides(None)
     created: list[str] = []
     for recipient, channel in plan:
-        who = (recipient.kind, recipient.id)
-        if who not in messages:
-            messages[who] = bound.render(
-                event, recipient, tenant_name=tenant_name, portal_base=portal_base
+        ctx = Renderer.context(shown, recipient, tenant_name=tenant_name, portal_base=portal_base)
+        if channel == domain.IN_APP:
+            _store_in_app(
+                uow, event, recipient, built_in.render_context(ctx, ("subject", "in_app")), ctx
             )
-        message = messages[who]
-        email = channel == "email"
+            continue
         stmt = pg_insert(_T).values(
             id=new_id(),
             tenant_id=uow.tenant_id,
@@ -186,10 +232,7 @@ def _store_deliveries(
             recipient_id=recipient.id,
             channel=channel,
             address=domain.address_for(recipient, channel),
-            subject=message.subject if email else None,
-            body_text=message.text if email else None,
-            body_html=message.html if email else None,
-            sms_body=None if email else message.sms,
+            context=ctx,
             status="pending",
             attempts=0,
             next_attempt_at=func.now(),
@@ -201,6 +244,37 @@ def _store_deliveries(
         if new is not None:
             created.append(str(new))
     return created
+
+
+def _audiences(event_type: str) -> set[str]:
+    return {rule.audience for rule in domain.NOTIFICATION_RULES.get(event_type, ())}
+
+
+def _store_in_app(
+    uow: UnitOfWork,
+    event: dict[str, Any],
+    recipient: domain.Recipient,
+    message: Any,
+    ctx: dict[str, Any],
+) -> None:
+    data = event["data"]
+    record_type, record_id = domain.record_of(event["type"], data)
+    stmt = pg_insert(_N).values(
+        id=new_id(),
+        tenant_id=uow.tenant_id,
+        recipient_kind=recipient.kind,
+        recipient_id=recipient.id,
+        unit_id=data.get("unit_id"),
+        event_id=event["id"],
+        event_type=event["type"],
+        record_type=record_type,
+        record_id=record_id,
+        title=message.subject,
+        body=message.in_app,
+        link=ctx["portal_url"],
+        created_at=func.now(),
+    )
+    uow.session.execute(stmt.on_conflict_do_nothing())
 
 
 # ------------------------------------------------------------------------- reading
@@ -222,6 +296,136 @@ def delivery_page(uow: UnitOfWork, actor: Actor, query: dict[str, Any]) -> dict[
         "items": [schema.dump({k: getattr(d, k) for k in schema.fields}) for d in rows],
         "next_cursor": next_cursor,
     }
+
+
+def _feed_owner(actor: Actor) -> domain.FeedOwner:
+    try:
+        return domain.feed_owner(actor.kind, actor.id, actor.customer_id, actor.unit_ids)
+    except domain.NoFeed as exc:
+        raise Forbidden("Only staff and portal users have an in-app feed.") from exc
+
+
+def _in_feed(uow: UnitOfWork, owner: domain.FeedOwner) -> Any:
+    """The items of the owner's feed (a restricted portal account: its units, or none)."""
+    clauses = [
+        Notification.tenant_id == uow.tenant_id,
+        Notification.recipient_kind == owner.recipient_kind,
+        Notification.recipient_id == owner.recipient_id,
+    ]
+    if owner.unit_ids is not None:
+        clauses.append(
+            or_(Notification.unit_id.is_(None), Notification.unit_id.in_(owner.unit_ids))
+        )
+    return and_(*clauses)
+
+
+def _own_mark(owner: domain.FeedOwner) -> Any:
+    return and_(
+        NotificationRead.tenant_id == Notification.tenant_id,
+        NotificationRead.notification_id == Notification.id,
+        NotificationRead.reader_kind == owner.reader_kind,
+        NotificationRead.reader_id == owner.reader_id,
+    )
+
+
+def notification_page(uow: UnitOfWork, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
+    """The caller's in-app feed, unread first then newest first, with its unread count."""
+    owner = _feed_owner(actor)
+    f = load_payload(c.NotificationListQuery, query)
+    limit = f["limit"]
+    is_read = case((NotificationRead.read_at.is_(None), 0), else_=1)
+    stmt = (
+        select(Notification, NotificationRead.read_at)
+        .outerjoin(NotificationRead, _own_mark(owner))
+        .where(_in_feed(uow, owner))
+    )
+    if f.get("cursor"):
+        try:
+            read, created_at, item_id = domain.decode_feed_cursor(f["cursor"])
+        except ValueError as exc:
+            raise ValidationFailed(
+                "The cursor is not valid.", {"cursor": ["not a cursor"]}
+            ) from exc
+        after = or_(
+            Notification.created_at < created_at,
+            and_(Notification.created_at == created_at, Notification.id < item_id),
+        )
+        stmt = stmt.where(or_(is_read > int(read), and_(is_read == int(read), after)))
+    stmt = stmt.order_by(is_read, Notification.created_at.desc(), Notification.id.desc())
+    rows = uow.session.execute(stmt.limit(limit + 1)).all()
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more:
+        last, last_read_at = page[-1]
+        next_cursor = domain.encode_feed_cursor(last_read_at is not None, last.created_at, last.id)
+    unread = uow.session.scalar(
+        select(func.count(Notification.id))
+        .outerjoin(NotificationRead, _own_mark(owner))
+        .where(_in_feed(uow, owner), NotificationRead.read_at.is_(None))
+    )
+    schema = c.NotificationSchema()
+    items = [
+        schema.dump(
+            {
+                **{k: getattr(n, k) for k in schema.fields if hasattr(Notification, k)},
+                "read": read_at is not None,
+                "read_at": read_at,
+            }
+        )
+        for n, read_at in page
+    ]
+    return {"items": items, "next_cursor": next_cursor, "unread_count": int(unread or 0)}
+
+
+def _writable_feed(actor: Actor) -> domain.FeedOwner:
+    owner = _feed_owner(actor)
+    if actor.read_only:
+        raise Forbidden("A preview is read-only.")
+    return owner
+
+
+def mark_read(uow: UnitOfWork, actor: Actor, notification_id: str) -> None:
+    """Mark one item of the caller's feed read (again: no change)."""
+    owner = _writable_feed(actor)
+    try:
+        wanted = str(uuid.UUID(str(notification_id)))
+    except ValueError as exc:
+        raise NotFound("No such notification.") from exc
+    found = uow.session.scalar(
+        select(Notification.id).where(_in_feed(uow, owner), Notification.id == wanted)
+    )
+    if found is None:
+        raise NotFound("No such notification.")
+    uow.session.execute(
+        pg_insert(NotificationRead)
+        .values(
+            tenant_id=uow.tenant_id,
+            notification_id=wanted,
+            reader_kind=owner.reader_kind,
+            reader_id=owner.reader_id,
+            read_at=func.now(),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+def mark_all_read(uow: UnitOfWork, actor: Actor) -> None:
+    """Mark every item of the caller's feed read, in one statement."""
+    owner = _writable_feed(actor)
+    unread = select(
+        Notification.tenant_id,
+        Notification.id,
+        literal(owner.reader_kind),
+        literal(owner.reader_id),
+        func.now(),
+    ).where(_in_feed(uow, owner))
+    uow.session.execute(
+        pg_insert(NotificationRead)
+        .from_select(
+            ["tenant_id", "notification_id", "reader_kind", "reader_id", "read_at"], unread
+        )
+        .on_conflict_do_nothing()
+    )
 
 
 # ------------------------------------------------------------------------- service
@@ -283,3 +487,21 @@ class NotifyService(HealthEndpoints):
         actor = self.ctx.require_actor()
         with self._db.unit_of_work() as uow:
             return delivery_page(uow, actor, query)
+
+    @rpc
+    def list_notifications(self, query: dict[str, Any]) -> dict[str, Any]:
+        actor = self.ctx.require_actor()
+        with self._db.unit_of_work() as uow:
+            return notification_page(uow, actor, query)
+
+    @rpc
+    def mark_read(self, notification_id: str) -> None:
+        actor = self.ctx.require_actor()
+        with self._db.unit_of_work() as uow:
+            mark_read(uow, actor, notification_id)
+
+    @rpc
+    def mark_all_read(self) -> None:
+        actor = self.ctx.require_actor()
+        with self._db.unit_of_work() as uow:
+            mark_all_read(uow, actor)

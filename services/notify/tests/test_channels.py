@@ -29,10 +29,10 @@ from services.notify.channels import (
     HttpSmsSender,
     Renderer,
     SmtpSender,
-    _TenantSandbox,
     sms_sender_from_config,
 )
 from services.notify.domain import Recipient, notifying_event_types
+from services.notify.sandbox import TenantSandbox
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -109,9 +109,37 @@ def strict_renderer():
 
 def test_every_notifying_event_has_all_template_files():
     for name in [*notifying_event_types(), "default"]:
-        for part in PARTS:
+        # sign-in links never go to a feed: no in-app text of their own
+        in_app = ("in_app",) if name != "auth.link_issued" else ()
+        for part in (*PARTS, *in_app):
             path = TEMPLATES / f"{name}.{PART_SUFFIXES[part]}"
             assert path.is_file(), path
+
+
+@pytest.mark.parametrize("recipient", [CONTACT, STAFF], ids=["contact", "staff"])
+@pytest.mark.parametrize("event_type", [*QUOTE_NOTIFYING, "something.else"])
+def test_every_in_app_text_renders(strict_renderer, event_type, recipient):
+    ctx = Renderer.context(
+        make_event(event_type), recipient, tenant_name="Acme Repair", portal_base=PORTAL
+    )
+    msg = strict_renderer.render_context(ctx, ("subject", "in_app"))
+    assert msg.subject and msg.in_app
+    assert "\n" not in msg.in_app and len(msg.in_app) <= 500
+    assert QUOTE_URL not in msg.in_app  # the item carries its link separately
+    assert (msg.text, msg.html, msg.sms) == ("", "", "")
+    for needle in MUST_SHOW.get(event_type, []):
+        assert needle in msg.in_app
+
+
+def test_a_new_request_reads_differently_for_its_assignee_and_for_the_roles(strict_renderer):
+    data = {**SAMPLE_DATA, "created_by_customer": True, "assigned_to": None}
+    event = make_event("quote_request.created", data)
+    told = strict_renderer.render(event, STAFF, tenant_name="Acme", portal_base=PORTAL)
+    assert told.subject == "New quote request Q-000123 from Globex Freight"
+    assert "is waiting for the shop" in told.text and "assigned to you" not in told.sms
+    event = make_event("quote_request.created", {**data, "assigned_to": STAFF.id})
+    mine = strict_renderer.render(event, STAFF, tenant_name="Acme", portal_base=PORTAL)
+    assert mine.subject == "New quote request Q-000123 from Globex Freight assigned to you"
 
 
 @pytest.mark.parametrize("recipient", [CONTACT, STAFF], ids=["contact", "staff"])
@@ -357,20 +385,23 @@ def test_broken_or_malicious_override_falls_back_to_file_template(source, caplog
 )
 def test_sandbox_raises_security_error(source):
     with pytest.raises(SecurityError):
-        _TenantSandbox().from_string(source).render(data={"a": 1})
+        TenantSandbox().from_string(source).render(data={"a": 1})
 
 
 def test_sandbox_renders_plain_dunder_access_harmlessly():
-    assert _TenantSandbox().from_string("[{{ ''.__class__ }}]").render() == "[]"
+    assert TenantSandbox().from_string("[{{ ''.__class__ }}]").render() == "[]"
 
 
-def test_override_is_compiled_once_per_source():
+def test_overrides_share_one_worker_process():
     renderer = Renderer(TEMPLATES, lambda t, e, p: "Hi {{ recipient.name }}")
+    pids = set()
     for _ in range(3):
-        renderer.render(
+        msg = renderer.with_overrides(lambda t, e, p: "Hi {{ recipient.name }}").render(
             make_event("quote_request.approved"), CONTACT, tenant_name="A", portal_base=PORTAL
         )
-    assert len(renderer._compiled) == 2  # one plain, one autoescaped (html)
+        assert msg.subject == "Hi Alice Contact" and msg.problems == ()
+        pids.add(renderer.sandbox.pid)
+    assert len(pids) == 1 and None not in pids
 
 
 # ------------------------------------------------------------------------ email

@@ -505,3 +505,47 @@ def test_the_delivery_contract_agrees_with_the_domain():
 
     assert notify.DELIVERY_STATUSES == DELIVERY_STATUSES
     assert notify.CHANNELS == CHANNELS
+
+
+# ------------------------------------------------------------------------ in-app feed
+
+
+def test_feed_cursor_round_trip_and_matches_the_contract_pattern():
+    import re
+
+    from contracts.notify import FEED_CURSOR_PATTERN
+    from services.notify.domain import decode_feed_cursor, encode_feed_cursor
+
+    moment = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    item = "6f1c2a10-0000-4000-8000-000000000123"
+    for read in (False, True):
+        cursor = encode_feed_cursor(read, moment, item)
+        assert re.fullmatch(FEED_CURSOR_PATTERN, cursor)
+        assert decode_feed_cursor(cursor) == (read, moment, item)
+    for bad in ("", "2-1-" + "0" * 32, "0-1-XYZ", "0-" + "1" * 17 + "-" + "0" * 32, None):
+        with pytest.raises(ValueError):
+            decode_feed_cursor(bad)
+
+
+def test_feed_owner():
+    from services.notify.domain import FeedOwner, NoFeed, feed_owner
+
+    assert feed_owner("staff", "s-1", None, None) == FeedOwner("staff", "s-1", None, "staff", "s-1")
+    assert feed_owner("portal", "p-1", "cust-1", ["u-1"]) == FeedOwner(
+        "customer", "cust-1", ("u-1",), "portal", "p-1"
+    )
+    assert feed_owner("portal", "p-1", "cust-1", None).unit_ids is None
+    for kind, customer in (("token", "cust-1"), ("system", None), ("portal", None)):
+        with pytest.raises(NoFeed):
+            feed_owner(kind, "x", customer, None)
+
+
+def test_record_of():
+    from services.notify.domain import record_of
+
+    assert record_of("quote_request.approved", {"quote_request_id": "q-1"}) == (
+        "quote_request",
+        "q-1",
+    )
+    assert record_of("work_order.completed", {"id": "w-1"}) == ("work_order", "w-1")
+    assert record_of("auth.link_issued", {}) == ("auth", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from sqlalchemy.exc import ProgrammingError
 from contracts.events import make_envelope, parse_envelope
 from kit.context import ACTOR_KEY, Actor, Context
 from kit.db import DatabaseCore, sa_url
-from kit.errors import Forbidden, ValidationFailed
+from kit.errors import Forbidden, NotFound, ValidationFailed
 from kit.providers import WorkerDb
 from portico.devmail import DevMailServer
 from services.notify import domain
@@ -43,6 +44,9 @@ from services.notify.service import (
     UnsupportedEventVersion,
     delivery_page,
     handle_event,
+    mark_all_read,
+    mark_read,
+    notification_page,
 )
 from tests.support import scratch_database
 
@@ -98,18 +102,20 @@ def mail(tmp_path):
 
 
 @pytest.fixture
-def senders(mail, tmp_path):
+def senders(mail, tmp_path, renderer):
     return Senders(
         email=SmtpSender("127.0.0.1", mail.port, FROM, timeout=5),
         sms=FileSmsSender(tmp_path / "sms"),
+        renderer=renderer,
     )
 
 
 @pytest.fixture
-def broken_senders(tmp_path):
+def broken_senders(tmp_path, renderer):
     return Senders(
         email=SmtpSender("127.0.0.1", closed_port(), FROM, timeout=2),
         sms=FileSmsSender(tmp_path / "sms"),
+        renderer=renderer,
     )
 
 
@@ -671,13 +677,14 @@ def test_a_sign_in_link_never_shows_in_the_delivery_log_and_is_wiped_once_sent(
             return json.dumps(delivery_page(uow, actor, {}))
 
     [pending] = rows(admin, "event_type = 'auth.link_issued'")
-    assert token in pending.body_text  # stored to be sent...
+    assert token in json.dumps(pending.context)  # stored to be rendered and sent...
+    assert pending.body_text is None  # (rendered when sent, outside the event transaction)
     assert token not in log_text()  # ...never shown
 
     deliver(core, senders, ids + quote_ids)
     [sent] = rows(admin, "event_type = 'auth.link_issued'")
     assert sent.status == "sent"
-    assert (sent.body_text, sent.body_html, sent.sms_body) == (None, None, None)
+    assert (sent.body_text, sent.body_html, sent.sms_body, sent.context) == (None,) * 4
     assert sent.subject == "You are invited to the Acme Motors portal"
     assert sent.address == "newbie@cust.test"
     others = rows(admin, "event_type <> 'auth.link_issued' and channel = 'email'")
@@ -710,3 +717,264 @@ def test_a_sign_in_link_abandoned_on_its_last_attempt_is_wiped(core, renderer, s
     assert sweep(core, senders)["failed"] == 1
     [row] = rows(admin)
     assert (row.status, row.body_text, row.body_html) == ("failed", None, None)
+
+
+# ------------------------------------------------------- new requests and in-app feed
+
+
+def add_staff(shop, name, roles, *, active=True):
+    member = {
+        "id": str(uuid.uuid4()),
+        "name": name,
+        "email": f"{name.lower()}@shop.test",
+        "roles": roles,
+        "active": active,
+    }
+    shop.handle(event("directory.staff_user.created", member, shop.tenant))
+    return member["id"]
+
+
+def customer_request(shop, *, unit_id=None, visible=True, portal_id=None):
+    envelope = shop.quote_event(
+        "quote_request.created",
+        status="new",
+        created_by_customer=True,
+        visible_to_customer=visible,
+        unit_id=unit_id,
+    )
+    envelope["actor"] = {"kind": "portal", "id": portal_id or str(uuid.uuid4()), "name": "P"}
+    return envelope
+
+
+def settings_event(shop, roles, occurred_at=None):
+    data = {"features": {"quotes": True}, "notify_new_request_roles": roles}
+    return event("directory.settings.updated", data, shop.tenant, occurred_at=occurred_at)
+
+
+def portal_actor(shop, unit_ids=None, **kwargs):
+    return Actor(
+        kind="portal",
+        id=str(uuid.uuid4()),
+        tenant_id=shop.tenant,
+        customer_id=shop.customer,
+        unit_ids=unit_ids,
+        **kwargs,
+    )
+
+
+def feed(core, actor, **query):
+    with core.unit_of_work(actor) as uow:
+        return notification_page(uow, actor, query)
+
+
+def test_a_customer_request_tells_the_managers_and_advisors_by_email_and_in_app(
+    core, renderer, senders, mail, admin
+):
+    shop = Shop(core, renderer)  # Sam is an advisor
+    mia = add_staff(shop, "Mia", ["manager"])
+    add_staff(shop, "Ted", ["technician"])
+    add_staff(shop, "Old", ["manager"], active=False)
+    deliver(core, senders, shop.handle(customer_request(shop)))
+
+    assert sorted(rcpt_to(m) for m in mail.messages()) == ["mia@shop.test", "sam@shop.test"]
+    assert {str(m["Subject"]) for m in mail.messages()} == {
+        "New quote request Q-000042 from Fleet Co"
+    }
+    for staff_id in (shop.staff_id, mia):
+        actor = Actor(kind="staff", id=staff_id, tenant_id=shop.tenant, roles=("manager",))
+        page = feed(core, actor)
+        [item] = page["items"]
+        assert page["unread_count"] == 1
+        assert item["title"] == "New quote request Q-000042 from Fleet Co"
+        assert item["body"] == "Fleet Co asked for a quote: Brakes squeal"
+        assert item["link"].startswith(f"{PORTAL}/quote-requests/")
+        assert (item["record_type"], item["read"]) == ("quote_request", False)
+    # the customer made it: the customer is not told about its own request
+    assert feed(core, portal_actor(shop))["items"] == []
+
+
+def test_the_roles_follow_the_tenant_setting_and_ignore_stale_settings(
+    core, renderer, senders, mail
+):
+    shop = Shop(core, renderer)
+    ted = add_staff(shop, "Ted", ["technician"])
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    shop.handle(settings_event(shop, ["technician"], occurred_at=t0))
+    shop.handle(settings_event(shop, ["advisor"], occurred_at=t0 - timedelta(days=1)))  # late
+    deliver(core, senders, shop.handle(customer_request(shop)))
+    assert [rcpt_to(m) for m in mail.messages()] == ["ted@shop.test"]
+    ted_actor = Actor(kind="staff", id=ted, tenant_id=shop.tenant, roles=("technician",))
+    assert feed(core, ted_actor)["unread_count"] == 1
+
+    shop.handle(settings_event(shop, [], occurred_at=t0 + timedelta(days=1)))
+    assert shop.handle(customer_request(shop)) == []  # nobody wants to hear
+
+
+def test_the_feed_pages_unread_first_and_marks_read_per_reader(core, renderer):
+    shop = Shop(core, renderer)
+    staff = shop.staff_actor()
+    for _ in range(5):
+        shop.handle(shop.quote_event("quote_request.approved", assigned_to=shop.staff_id))
+    # another staff member caused these: Sam (the assignee) is told
+    page = feed(core, staff)
+    assert page["unread_count"] == 0  # Sam approved them himself: the actor is never told
+    other = add_staff(shop, "Mia", ["manager"])
+    for _ in range(5):
+        envelope = shop.quote_event("quote_request.approved", assigned_to=shop.staff_id)
+        envelope["actor"] = {"kind": "staff", "id": other, "name": "Mia"}
+        shop.handle(envelope)
+    page = feed(core, staff, limit=2)
+    assert page["unread_count"] == 5 and len(page["items"]) == 2
+    newest = page["items"][0]
+    with core.unit_of_work(staff) as uow:
+        mark_read(uow, staff, page["items"][1]["id"])
+    with core.unit_of_work(staff) as uow:
+        mark_read(uow, staff, page["items"][1]["id"])  # again: no change, no error
+
+    seen, cursor = [], None
+    while True:
+        query = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = feed(core, staff, **query)
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and len({i["id"] for i in seen}) == 5
+    assert [i["read"] for i in seen] == [False] * 4 + [True]  # unread first
+    assert seen[0]["id"] == newest["id"]  # then newest first
+    assert seen[-1]["read_at"] is not None
+    assert page["unread_count"] == 4
+
+    with core.unit_of_work(staff) as uow:
+        mark_all_read(uow, staff)
+    page = feed(core, staff)
+    assert page["unread_count"] == 0 and all(i["read"] for i in page["items"])
+    # Mia's own feed is hers: nothing of Sam's
+    mia = Actor(kind="staff", id=other, tenant_id=shop.tenant, roles=("manager",))
+    assert feed(core, mia)["items"] == []
+    with pytest.raises(ValidationFailed):
+        feed(core, staff, cursor="bm90LWEtY3Vyc29y")
+
+
+def test_a_customer_feed_is_shared_by_its_accounts_within_their_units(core, renderer):
+    shop = Shop(core, renderer)
+    unit_a, unit_b = str(uuid.uuid4()), str(uuid.uuid4())
+    shop.handle(shop.quote_event(unit_id=unit_a))
+    shop.handle(shop.quote_event(unit_id=unit_b))
+    shop.handle(shop.quote_event())  # no unit
+    shop.handle(shop.quote_event(unit_id=unit_a, visible_to_customer=False))  # hidden
+
+    everyone = portal_actor(shop)
+    restricted = portal_actor(shop, unit_ids=(unit_a,))
+    assert feed(core, everyone)["unread_count"] == 3
+    mine = feed(core, restricted)
+    assert mine["unread_count"] == 2
+    assert {i["unit_id"] for i in mine["items"]} == {unit_a, None}
+    assert mine["items"][0]["title"] == "Your quote Q-000042 from Acme Motors is ready for approval"
+
+    # each account reads for itself
+    with core.unit_of_work(restricted) as uow:
+        mark_all_read(uow, restricted)
+    assert feed(core, restricted)["unread_count"] == 0
+    assert feed(core, everyone)["unread_count"] == 3
+    # an item of another unit is not the restricted account's to mark
+    other_unit = next(i for i in feed(core, everyone)["items"] if i["unit_id"] == unit_b)
+    with pytest.raises(NotFound), core.unit_of_work(restricted) as uow:
+        mark_read(uow, restricted, other_unit["id"])
+
+
+def test_a_preview_reads_but_never_marks_and_token_holders_have_no_feed(core, renderer):
+    shop = Shop(core, renderer)
+    shop.handle(shop.quote_event())
+    preview = portal_actor(shop, read_only=True)
+    [item] = feed(core, preview)["items"]
+    for mark in (
+        lambda uow: mark_read(uow, preview, item["id"]),
+        lambda uow: mark_all_read(uow, preview),
+    ):
+        with pytest.raises(Forbidden), core.unit_of_work(preview) as uow:
+            mark(uow)
+    assert feed(core, preview)["unread_count"] == 1
+    token = Actor(kind="token", id="t", tenant_id=shop.tenant, customer_id=shop.customer)
+    with pytest.raises(Forbidden), core.unit_of_work(token) as uow:
+        notification_page(uow, token, {})
+
+
+def test_another_tenants_item_is_not_found(core, renderer):
+    a, b = Shop(core, renderer), Shop(core, renderer)
+    b.handle(b.quote_event())
+    [item] = feed(core, portal_actor(b))["items"]
+    intruder = portal_actor(a)
+    intruder = Actor(**{**intruder.__dict__, "customer_id": b.customer})  # even with b's id
+    assert feed(core, intruder)["items"] == []
+    for bad in (item["id"], "not-a-uuid"):
+        with pytest.raises(NotFound), core.unit_of_work(intruder) as uow:
+            mark_read(uow, intruder, bad)
+
+
+def test_hidden_quotes_reach_no_customer_channel_but_staff_still_hear(core, renderer, admin):
+    shop = Shop(core, renderer)
+    for kind, extra in [
+        ("quote_request.comment_added", {"author_kind": "staff", "comment_body": "secret"}),
+        ("quote_request.cancelled", {}),
+        ("quote_request.approval_requested", {}),
+        ("quote_request.approved", {}),
+        ("quote_request.denied", {}),
+    ]:
+        envelope = shop.quote_event(
+            kind, visible_to_customer=False, assigned_to=shop.staff_id, **extra
+        )
+        envelope["actor"] = {"kind": "staff", "id": str(uuid.uuid4()), "name": "Boss"}
+        shop.handle(envelope)
+    assert {r.recipient_kind for r in rows(admin)} <= {"staff"}
+    assert feed(core, portal_actor(shop))["items"] == []
+    assert feed(core, shop.staff_actor())["unread_count"] == 3  # cancelled, approved, denied
+
+
+# ------------------------------------------------------------ tenant overrides, bounded
+
+
+def test_overrides_render_after_the_event_transaction_within_bounds(
+    core, renderer, senders, mail, admin, monkeypatch
+):
+    shop = Shop(core, renderer)
+    loops = (
+        "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}"
+    )
+    with core.unit_of_work(tenant_id=shop.tenant) as uow:
+        uow.session.add(
+            TemplateOverride(
+                event_type="quote_request.approval_requested", part="subject", source=loops
+            )
+        )
+        uow.session.add(
+            TemplateOverride(
+                event_type="quote_request.approval_requested",
+                part="text",
+                source="Custom {{ data.number }}",
+            )
+        )
+    started = time.monotonic()
+    ids = shop.handle(shop.quote_event())
+    assert time.monotonic() - started < 1.0  # the event transaction renders nothing
+    pending = rows(admin)
+    assert {(r.subject, r.body_text) for r in pending} == {(None, None)}
+    assert all(r.context["data"]["number"] == "Q-000042" for r in pending)
+
+    started = time.monotonic()
+    assert deliver(core, senders, ids) == {"sent": 3}
+    assert time.monotonic() - started < 3 * 2.5  # each message at most the bound (+ slack)
+    subjects = {str(m["Subject"]) for m in mail.messages()}
+    assert subjects == {"Your quote Q-000042 from Acme Motors is ready for approval"}
+    assert all(
+        m.get_body(("plain",)).get_content().startswith("Custom Q-000042") for m in mail.messages()
+    )
+    emails = rows(admin, "channel = 'email'")
+    assert all(r.context is None and "longer than" in r.template_error for r in emails)
+    actor = shop.staff_actor()
+    with core.unit_of_work(actor) as uow:
+        logged = delivery_page(uow, actor, {"channel": "email"})["items"]
+    assert all(
+        "quote_request.approval_requested/subject failed" in i["template_error"] for i in logged
+    )
