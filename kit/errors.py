@@ -90,12 +90,15 @@ STATUS_BY_CODE: dict[str, int] = {
     "idempotency_key_reused": 409,
     "conflict": 409,
     "payload_too_large": 413,
+    "uri_too_long": 414,
     "unsupported_media_type": 415,
     "validation_failed": 422,
     "invalid_link": 422,  # invitation/reset link unknown, used, expired or for another purpose
     "rate_limited": 429,
+    "headers_too_large": 431,
     "service_unavailable": 503,
     "internal_error": 500,
+    "http_version_not_supported": 505,
 }
 
 TITLES: dict[int, str] = {
@@ -107,11 +110,14 @@ TITLES: dict[int, str] = {
     406: "Not Acceptable",
     409: "Conflict",
     413: "Payload Too Large",
+    414: "URI Too Long",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 
 

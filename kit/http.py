@@ -1,18 +1,162 @@
-"""nameko's ``@http``, with Nagle's algorithm off on every connection.
+"""nameko's ``@http``, with Nagle's algorithm off on every connection and every answer
+in problem+json, including the ones the web server gives by itself.
 
 A response larger than the server's write buffer leaves in two segments; with Nagle on,
 the second waits for the client's delayed ACK of the first (40 ms on Linux): every
 list page paid that. Every service uses this ``http`` so they share one listener.
+
+Some requests never reach a service's code: eventlet's WSGI server refuses a request
+line or header that is too long, a malformed request line or Content-Length, and
+nameko's URL map refuses a method or path no entrypoint declares (``TRACE``,
+``CONNECT``, ``FOO``). Those answers were empty bodies, HTML pages or Python's
+``http.server`` error page; here they are problem+json with a stable code like every
+other error (kit.errors' one table).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import re
 import socket
 from typing import Any
 
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.wrappers import Request, Response
+
+from kit.errors import STATUS_BY_CODE, problem
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+# What the web server refuses by itself, by status: the stable code and what to say.
+PROTOCOL_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("malformed_request", "The request could not be read."),
+    404: ("not_found", "No such resource."),
+    405: ("method_not_allowed", "Method not allowed on this resource."),
+    414: ("uri_too_long", "The request line (method, path and query) is too long."),
+    431: ("headers_too_large", "A request header, or the headers together, are too large."),
+    505: ("http_version_not_supported", "Use HTTP/1.0 or HTTP/1.1."),
+}
+
+
+def protocol_error(status: int) -> tuple[str, str]:
+    if status in PROTOCOL_ERRORS:
+        return PROTOCOL_ERRORS[status]
+    code = next((c for c, s in STATUS_BY_CODE.items() if s == status), "malformed_request")
+    return code, ""
+
+
+def problem_bytes(code: str, detail: str, *, head: bool = False) -> bytes:
+    """A complete HTTP/1.1 problem+json answer that closes the connection."""
+    body = json.dumps(problem(code, detail)).encode()
+    status = problem(code)["status"]
+    lines = [
+        f"HTTP/1.1 {status} {problem(code)['title']}",
+        f"Content-Type: {PROBLEM_TYPE}",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
+        "Connection: close",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (b"" if head else body)
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
+
+
+class _CannedAnswers:
+    """The connection's output while eventlet reads a request: its canned refusals
+    (``HTTP/1.0 414 Request URI Too Long``, ``400 Header Line Too Long``, ``400 Headers
+    Too Large``, ``400 Bad Request`` for a bad Content-Length...) leave as problem+json.
+    Taken away again before the application runs (``get_environ``)."""
+
+    def __init__(self, wfile: Any) -> None:
+        self.wfile = wfile
+
+    def write(self, data: bytes) -> Any:
+        match = _STATUS_LINE.match(data)
+        if match is not None and int(match[1]) >= 400:
+            status = int(match[1])
+            if status == 400 and b"Header" in match[2]:  # eventlet says 400; it is a 431
+                status = 431
+            code, detail = protocol_error(status)
+            log.info("refused before routing: %d %s", status, match[2].decode("latin-1"))
+            data = problem_bytes(code, detail)
+        return self.wfile.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wfile, name)
+
+
+class ProblemProtocol(HttpOnlyProtocol):
+    """eventlet's HTTP protocol whose own refusals are problem+json (see module doc)."""
+
+    wfile: Any
+
+    def handle_one_request(self) -> None:
+        real = self.wfile
+        self.wfile = _CannedAnswers(real)
+        try:
+            super().handle_one_request()
+        finally:
+            self.wfile = real
+
+    def get_environ(self) -> Any:
+        # The request was read and accepted: the application writes its own answers.
+        if isinstance(self.wfile, _CannedAnswers):
+            self.wfile = self.wfile.wfile
+        return super().get_environ()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Python's ``http.server`` refusals (bad request line, bad version, more than
+        100 headers): problem+json, never its HTML page, and logged as JSON, not
+        written to stderr."""
+        problem_code, detail = protocol_error(code)
+        log.info("refused before routing: %d %s", code, message or "")
+        self.close_connection = True
+        wfile = self.wfile.wfile if isinstance(self.wfile, _CannedAnswers) else self.wfile
+        wfile.write(
+            problem_bytes(problem_code, detail, head=getattr(self, "command", "") == "HEAD")
+        )
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        # http.server writes these to stderr; logs are JSON lines.
+        log.info("http: " + format, *args)
+
+
+class ProblemWsgiApp(WsgiApp):
+    """nameko's WSGI app, except that a path or method no entrypoint declares is a
+    problem+json answer (nameko returned werkzeug's HTML page)."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ, shallow=True)  # as nameko: the body stays unread
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+        except HTTPException as exc:
+            return _problem_response(exc)(environ, start_response)
+        request.path_values = values  # type: ignore[attr-defined]  # nameko reads it
+        try:
+            response = provider.handle_request(request)
+        except HTTPException as exc:
+            response = exc
+        return response(environ, start_response)
+
+
+def _problem_response(exc: HTTPException) -> Response:
+    status = exc.code or 400
+    code, detail = protocol_error(status)
+    response = Response(json.dumps(problem(code, detail)), status=status, mimetype=PROBLEM_TYPE)
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 class NoDelayWebServer(WebServer):
@@ -20,6 +164,14 @@ class NoDelayWebServer(WebServer):
         with contextlib.suppress(OSError):  # not a TCP socket: nothing to tune
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().process_request(sock, address)
+
+    def get_wsgi_app(self) -> Any:
+        return ProblemWsgiApp(self)
+
+    def get_wsgi_server(
+        self, sock: Any, wsgi_app: Any, protocol: Any = None, debug: bool = False
+    ) -> Any:
+        return super().get_wsgi_server(sock, wsgi_app, protocol=ProblemProtocol, debug=debug)
 
 
 class HttpEntrypoint(HttpRequestHandler):
