@@ -241,14 +241,42 @@ class UnitOfWork:
         return result.first() is not None
 
 
+# SQLSTATE classes and codes that mean "not now" rather than "not this": connection
+# exceptions (08...), the server shutting down or starting (57P01 admin shutdown,
+# 57P02 crash shutdown, 57P03 "the database system is starting up", 57P04 database
+# dropped, 57P05 idle session timeout) and insufficient resources (53...: too many
+# connections, out of memory, disk full).
+_UNAVAILABLE_SQLSTATES = ("08", "57P0", "53")
+
+
 def unavailable(exc: BaseException) -> bool:
-    """True for errors that mean "the database is unreachable right now" (retry later)."""
+    """True for errors that mean "the database is unreachable right now" (retry later):
+    the one classifier behind every ``503 service_unavailable`` for the database, in
+    the gateway and in the services, at connect as at execute.
+
+    SQLAlchemy flags a dropped connection (``connection_invalidated``) only while
+    executing; a failed *connect* arrives as a plain ``OperationalError``: refused,
+    timed out, or refused by a server that is restarting. libpq's own failures carry
+    no SQLSTATE; the server's do, and only the ones above mean "unavailable".
+    """
+    import psycopg2
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     if isinstance(exc, PoolTimeout):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    original: BaseException | None = exc
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        original = exc.orig
+    if not isinstance(original, psycopg2.Error):
+        return False
+    if original.pgcode:
+        return original.pgcode.startswith(_UNAVAILABLE_SQLSTATES)
+    # No SQLSTATE: the client library's own failure (could not connect, server closed
+    # the connection, connection already closed), never a statement the server refused.
+    return isinstance(original, psycopg2.OperationalError | psycopg2.InterfaceError)
 
 
 def worker_url_for(url: str) -> str:

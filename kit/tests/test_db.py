@@ -198,3 +198,62 @@ def test_every_table_with_a_tenant_is_under_forced_row_level_security() -> None:
     assert len(rows) >= 15
     unprotected = [name for name, enabled, forced in rows if not (enabled and forced)]
     assert not unprotected, unprotected
+
+
+# --- which failures are "the database is unavailable" (503), issue 6 item 26 -------------
+def test_a_refused_connection_is_unavailable() -> None:
+    """A connect that fails (server down, restarting) was a 500: SQLAlchemy flags only
+    connections lost while executing."""
+    from sqlalchemy.exc import OperationalError
+
+    from kit.db import unavailable
+    from tests.support import free_port
+
+    down = DatabaseCore(f"postgresql://nobody@127.0.0.1:{free_port()}/none", metadata, pool_size=1)
+    try:
+        with pytest.raises(OperationalError) as err, down.engine.connect():
+            pass
+        assert not err.value.connection_invalidated  # what the old check relied on
+        assert unavailable(err.value)
+        assert unavailable(err.value.orig)  # raw psycopg2 errors too
+        with pytest.raises(OperationalError) as err:
+            down.read(A, QuoteRequest, select(QuoteRequest.id))
+        assert unavailable(err.value)
+    finally:
+        down.dispose()
+
+
+def test_a_terminated_session_is_unavailable_and_the_pool_recovers(core: DatabaseCore) -> None:
+    """What a PostgreSQL restart does to every pooled connection (admin shutdown)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from kit.db import sa_url, unavailable
+    from tests import support
+
+    admin = None
+    with pytest.raises(DBAPIError) as err, core.engine.connect() as conn:
+        pid, database = conn.execute(text("select pg_backend_pid(), current_database()")).one()
+        conn.commit()
+        admin = create_engine(sa_url(f"{support.PG_ADMIN}/{database}"))
+        with admin.connect() as other:
+            other.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+        conn.execute(text("select 1"))
+    if admin is not None:
+        admin.dispose()
+    assert unavailable(err.value)
+    with core.engine.connect() as conn:  # the next use reconnects
+        assert conn.execute(text("select 1")).scalar() == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["select 1/0", "select * from no_such_table", "select 'x'::int"],
+)
+def test_statement_errors_are_not_unavailability(core: DatabaseCore, statement: str) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from kit.db import unavailable
+
+    with pytest.raises(DBAPIError) as err, core.engine.connect() as conn:
+        conn.execute(text(statement))
+    assert not unavailable(err.value)
