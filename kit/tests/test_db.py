@@ -215,7 +215,7 @@ def test_a_refused_connection_is_unavailable() -> None:
             pass
         assert not err.value.connection_invalidated  # what the old check relied on
         assert unavailable(err.value)
-        assert unavailable(err.value.orig)  # raw psycopg2 errors too
+        assert err.value.orig is not None and unavailable(err.value.orig)  # raw psycopg2 too
         with pytest.raises(OperationalError) as err:
             down.read(A, QuoteRequest, select(QuoteRequest.id))
         assert unavailable(err.value)
