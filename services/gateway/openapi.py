@@ -1,5 +1,22 @@
 """OpenAPI 3.1 document generated from the route table and its marshmallow schemas:
-the same schemas that validate requests describe them, so the two cannot drift."""
+the same schemas that validate requests describe them, so the two cannot drift.
+
+The document states exactly what the server accepts, so that a client generated from
+it works (and a fuzzer finds no request it declares valid that the server refuses, nor
+the reverse). Besides what apispec derives from fields and validators, this module adds
+the rules the gateway's loader applies to every input:
+
+- every string passes :mod:`kit.text` (``kit.schemas.text_errors``): a ``pattern``
+  refuses the characters it refuses, single-line unless the field is ``multiline``;
+  lone surrogates cannot be written in a JSON Schema pattern, so the 422 says so;
+- a field that trims surrounding whitespace (``Text``, ``strips = True``) and must not
+  be empty must contain a character that is not whitespace;
+- a dict whose keys are one of a fixed set (feature switches) lists them as properties;
+- a schema's cross-field rules (``OPENAPI_RULES``, e.g. "at least one of") are merged
+  into its component;
+- every response carries ``X-Request-Id``; 401 ``WWW-Authenticate``, 429 and 503
+  ``Retry-After``; errors are ``application/problem+json``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +24,43 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
+from kit.text import BIDI_CONTROLS
 from services.gateway.web import API_PREFIX, ROUTES, Route
+
+# What kit.text refuses, as a JSON Schema (ECMA 262) character class body. Lone
+# surrogates are left out: a pattern cannot name them (they are not Unicode scalar
+# values), they are refused as a documented 422 instead.
+_ALWAYS_BAD = (
+    "\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f"
+    + BIDI_CONTROLS.encode("unicode_escape").decode()
+    + "\\u2028\\u2029"
+)
+SINGLE_LINE_CHAR = f"[^{_ALWAYS_BAD}\\t\\n]"
+MULTI_LINE_CHAR = f"[^{_ALWAYS_BAD}]"
+SINGLE_LINE = f"^{SINGLE_LINE_CHAR}*$"
+# CRLF is accepted (stored as LF); a lone CR is not.
+MULTI_LINE = f"^(?:{MULTI_LINE_CHAR}|\\r\\n)*$"
+
+
+def _whitespace_class() -> str:
+    """What str.strip() removes that kit.text allows (spaces of every script)."""
+    bad = re.compile(f"[{_ALWAYS_BAD}\\t\\n]".encode().decode("unicode_escape"))
+    chars = [c for c in map(chr, range(0x3001)) if c.isspace() and not bad.match(c)]
+    return "".join(f"\\u{ord(c):04x}" for c in chars)
+
+
+WHITESPACE = _whitespace_class()
+# A single-line text that is not only whitespace.
+NOT_BLANK = f"^{SINGLE_LINE_CHAR}*[^{_ALWAYS_BAD}\\t\\n{WHITESPACE}]{SINGLE_LINE_CHAR}*$"
+
+UNPROCESSABLE = (
+    "Validation failed: `errors` names each field and what is wrong with it. Besides the "
+    "schema, every string is refused that contains an unpaired UTF-16 surrogate (such as "
+    '`"\\ud800"`), NUL or another control character, or a bidirectional override; single-line '
+    "fields also refuse line breaks and tabs."
+)
 
 
 class ProblemSchema(Schema):
@@ -27,8 +78,89 @@ def _resolver(schema: Any) -> str:
     return name[:-6] if name.endswith("Schema") and len(name) > 6 else name
 
 
-COMMON_ERRORS = {400: "Malformed request", 422: "Validation failed", 503: "Service unavailable"}
+COMMON_ERRORS = {400: "Malformed request", 422: UNPROCESSABLE, 503: "Service unavailable"}
 AUTH_ERRORS = {401: "Not authenticated", 403: "Not allowed", 429: "Rate limited"}
+REQUEST_ID = {
+    "description": "The request's id: the client's X-Request-Id if it was sane, else a new one",
+    "schema": {"type": "string", "minLength": 1},
+}
+RETRY_AFTER = {
+    "description": "Seconds to wait before trying again",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+RESPONSE_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: {"Retry-After": RETRY_AFTER},
+    503: {"Retry-After": RETRY_AFTER},
+}
+
+
+# --- what marshmallow fields say beyond apispec's conversion ----------------------------
+# Schema classes that read input (bodies, queries): only their strings get the text rules
+# (a response may well hold a line break the field does not declare multi-line).
+_INPUT: set[type[Schema]] = set()
+
+
+def _is_input(field: fields.Field) -> bool:
+    parent: Any = field
+    while parent is not None and not isinstance(parent, Schema):
+        parent = parent.parent
+    return parent is not None and type(parent) in _INPUT
+
+
+def _strips(field: fields.Field) -> bool:
+    return bool(getattr(field, "strips", False))
+
+
+def _min_length(field: fields.Field) -> int:
+    return max((v.min or 0 for v in field.validators if isinstance(v, validate.Length)), default=0)
+
+
+def text_rules(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """The kit.text pattern of a string field (apispec attribute function)."""
+    if not isinstance(field, fields.String) or "format" in ret or "enum" in ret:
+        return {}
+    if not _is_input(field):
+        return {}
+    if "pattern" in ret:
+        return {}  # the field's own pattern is stricter (checked by the tests)
+    if field.metadata.get("multiline"):
+        return {"pattern": MULTI_LINE}
+    if _strips(field) and _min_length(field) > 0:
+        return {"pattern": NOT_BLANK}
+    return {"pattern": SINGLE_LINE}
+
+
+def dict_rules(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """Dict keys: a fixed set becomes properties; free keys are single-line text."""
+    if not isinstance(field, fields.Dict) or not _is_input(field):
+        return {}
+    keys = field.key_field
+    choices = [v for v in (keys.validators if keys else []) if isinstance(v, validate.OneOf)]
+    values = ret.get("additionalProperties", {})
+    if choices:
+        return {
+            "properties": {str(name): values for name in choices[0].choices},
+            "additionalProperties": False,
+        }
+    return {"propertyNames": {"pattern": SINGLE_LINE}}
+
+
+# --- operations ------------------------------------------------------------------------
+def _problem(description: str, status: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "headers": {"X-Request-Id": REQUEST_ID, **RESPONSE_HEADERS.get(status, {})},
+        "content": {"application/problem+json": {"schema": ProblemSchema}},
+    }
+    return out
 
 
 def _operation(route: Route) -> dict[str, Any]:
@@ -52,6 +184,7 @@ def _operation(route: Route) -> dict[str, Any]:
                 "in": "header",
                 "name": "X-Request-Id",
                 "required": False,
+                "description": "Echoed back when it is 8-128 letters, digits, '-', '_' or '.'",
                 "schema": {"type": "string"},
             }
         ],
@@ -81,7 +214,10 @@ def _operation(route: Route) -> dict[str, Any]:
                         "properties": {
                             "file": {
                                 "type": "string",
-                                "contentMediaType": "application/octet-stream",
+                                "format": "binary",
+                                "description": "The file: its bytes must be of an allowed "
+                                "type (PDF, PNG, JPEG, GIF, WebP, ZIP, DOCX, XLSX, plain text "
+                                "or CSV); anything else is 415",
                             },
                             "kind": {"type": "string", "enum": ["attachment", "quote_document"]},
                         },
@@ -89,7 +225,10 @@ def _operation(route: Route) -> dict[str, Any]:
                 }
             },
         }
-    ok: dict[str, Any] = {"description": route.summary}
+    ok: dict[str, Any] = {
+        "description": route.summary,
+        "headers": {"X-Request-Id": REQUEST_ID},
+    }
     if route.status != 204:
         if route.content != "application/json":
             media = (route.content,) if isinstance(route.content, str) else route.content
@@ -101,12 +240,8 @@ def _operation(route: Route) -> dict[str, Any]:
                         "type": "object",
                         "required": ["items", "next_cursor"],
                         "properties": {
-                            "items": {
-                                "type": "array",
-                                "items": {
-                                    "$ref": f"#/components/schemas/{_resolver(route.response)}"
-                                },
-                            },
+                            # the schema itself (not a hand-made $ref): apispec registers it
+                            "items": {"type": "array", "items": route.response},
                             "next_cursor": {"type": ["string", "null"]},
                         },
                     }
@@ -130,11 +265,34 @@ def _operation(route: Route) -> dict[str, Any]:
     for status in route.errors:
         errors.setdefault(status, "Error")
     for status, text in sorted(errors.items()):
-        op["responses"][str(status)] = {
-            "description": text,
-            "content": {"application/problem+json": {"schema": ProblemSchema}},
-        }
+        op["responses"][str(status)] = _problem(text, status)
     return op
+
+
+def _schemas_in_use() -> dict[str, type[Schema]]:
+    """Every schema class a route names, by component name (for OPENAPI_RULES)."""
+    found: dict[str, type[Schema]] = {}
+    for route in ROUTES:
+        for cls in (route.body, route.query, route.response):
+            if cls is not None:
+                found[_resolver(cls)] = cls
+    return found
+
+
+def _input_schemas() -> set[type[Schema]]:
+    """Body and query schemas, and the schemas nested in them."""
+    found: set[type[Schema]] = set()
+    todo = [cls for r in ROUTES for cls in (r.body, r.query) if cls is not None]
+    while todo:
+        cls = todo.pop()
+        if cls in found:
+            continue
+        found.add(cls)
+        for field in cls().fields.values():
+            inner = getattr(field, "inner", field)
+            if isinstance(inner, fields.Nested) and isinstance(inner.nested, type):
+                todo.append(inner.nested)
+    return found
 
 
 @lru_cache(maxsize=1)
@@ -143,16 +301,21 @@ def openapi_document() -> dict[str, Any]:
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
 
+    _INPUT.update(_input_schemas())
+    plugin = MarshmallowPlugin(schema_name_resolver=_resolver)
     spec = APISpec(
         title="Portico API",
         version="1.0.0",
         openapi_version="3.1.0",
-        plugins=[MarshmallowPlugin(schema_name_resolver=_resolver)],
+        plugins=[plugin],
         info={
             "description": "Customer portal for service shops. Errors are application/problem+json."
         },
         servers=[{"url": API_PREFIX}],
     )
+    assert plugin.converter is not None
+    plugin.converter.add_attribute_function(text_rules)
+    plugin.converter.add_attribute_function(dict_rules)
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
@@ -161,4 +324,10 @@ def openapi_document() -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    document = spec.to_dict()
+    components = document.get("components", {}).get("schemas", {})
+    for name, cls in _schemas_in_use().items():
+        rules = getattr(cls, "OPENAPI_RULES", None)
+        if rules and name in components:
+            components[name].update(rules)
+    return document
