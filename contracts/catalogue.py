@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.events import EVENTS, EXCHANGE
+from contracts.events import EVENTS, EXCHANGE, INTEGRATION_EXCHANGE, PRIVATE_EVENTS
 
 # service -> routing-key patterns it consumes (topic syntax)
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
@@ -33,7 +33,8 @@ def dead_queue_name(service: str) -> str:
 
 
 def asyncapi() -> dict[str, Any]:
-    """An AsyncAPI 3.0 document of the exchange, routing keys and payloads."""
+    """An AsyncAPI 3.0 document of the exchanges, routing keys and payloads: the events
+    exchange of Portico's services and the integration exchange external subscribers read."""
     from apispec import APISpec
     from apispec.ext.marshmallow.openapi import OpenAPIConverter
 
@@ -92,6 +93,26 @@ def asyncapi() -> dict[str, Any]:
             "action": "send",
             "channel": {"$ref": f"#/channels/{key}"},
             "summary": f"Published by the {publisher} service.",
+        }
+        if event_type in PRIVATE_EVENTS:
+            continue  # carries a secret: Portico's own services only
+        # What integration accounts read: the same message, routed by tenant; the
+        # broker lets an account bind only keys that start with its own tenant id.
+        channels[f"integration_{key}"] = {
+            "address": f"{{tenant_id}}.{event_type}",
+            "parameters": {"tenant_id": {"description": "The tenant the event belongs to."}},
+            "messages": {key: {"$ref": f"#/components/messages/{key}"}},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {"name": INTEGRATION_EXCHANGE, "type": "topic", "durable": True},
+                }
+            },
+        }
+        operations[f"receive_integration_{key}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/integration_{key}"},
+            "summary": "Read by integration accounts, each bound to <tenant_id>.# of its tenant.",
         }
     return {
         "asyncapi": "3.0.0",

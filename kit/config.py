@@ -189,7 +189,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     # holds the administrator's (AMQP_ADMIN_URI), which creates every account.
     prefix = env.get("AMQP_USER_PREFIX") or "portico-"
     amqp_admin_uri = env.get("AMQP_ADMIN_URI") or (None if production else DEV_AMQP_ADMIN_URI)
-    amqp_uri = env.get("AMQP_URI")
+    # An operator's shell holds only AMQP_OPERATOR_URI: whatever it runs uses that account.
+    amqp_uri = env.get("AMQP_URI") or env.get("AMQP_OPERATOR_URI")
     if not amqp_uri:
         if amqp_admin_uri is None:
             raise ConfigError("AMQP_URI is required when PORTICO_ENV=production")
@@ -202,9 +203,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         amqp_admin_uri=amqp_admin_uri,
         amqp_user_prefix=prefix,
         rabbitmq_management_url=env.get("RABBITMQ_MANAGEMENT_URL") or None,
-        admin_database_url=need(
-            "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/portico"
-        ),
+        # The owner role is `portico setup`'s alone: in production only setup needs it
+        # (checked there); services connect with DATABASE_URL.
+        admin_database_url=env.get("ADMIN_DATABASE_URL")
+        or ("" if production else "postgresql://postgres@127.0.0.1:5432/portico"),
         database_url=env.get("DATABASE_URL") or None,
         rpc_timeout=rpc_timeout,
         retry_delays_ms=delays,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kit.config import SERVICES, Settings
+from kit.config import SERVICES, ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "deploy" / "compose.yaml"
@@ -30,7 +30,7 @@ def _tcp(url: str, default_port: int, timeout: float = 3.0) -> str | None:
 def check_dependencies(settings: Settings) -> list[str]:
     """Plain sentences about what is missing; empty when all is well. Never hangs."""
     problems = []
-    pg = _tcp(settings.admin_database_url, 5432)
+    pg = _tcp(settings.admin_database_url or settings.database_url or "", 5432)
     if pg:
         problems.append(
             f"PostgreSQL is not reachable at {pg}. Start one (e.g. `docker compose -f "
@@ -82,17 +82,21 @@ def _login_problems(settings: Settings) -> list[str]:
     from kit.db import sa_url
 
     problems = []
-    url = sa_url(settings.admin_database_url)
-    engine = create_engine(url.rsplit("/", 1)[0] + "/postgres", connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - report, don't crash
-        problems.append(
-            f"PostgreSQL refused the admin login ({type(exc).__name__}): check ADMIN_DATABASE_URL."
+    if settings.admin_database_url:  # a service's pod in production has no owner login
+        url = sa_url(settings.admin_database_url)
+        engine = create_engine(
+            url.rsplit("/", 1)[0] + "/postgres", connect_args={"connect_timeout": 5}
         )
-    finally:
-        engine.dispose()
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+        except Exception as exc:  # noqa: BLE001 - report, don't crash
+            problems.append(
+                f"PostgreSQL refused the admin login ({type(exc).__name__}): "
+                "check ADMIN_DATABASE_URL."
+            )
+        finally:
+            engine.dispose()
     uri, variable = _broker_uris(settings)[0]
     problem = broker_login_problem(uri, variable)
     if problem:
@@ -126,6 +130,8 @@ def setup(settings: Settings, log: Callable[[str], Any] = print) -> None:
     from kit.migrate import ensure_database, upgrade
     from portico.broker import provision
 
+    if not settings.admin_database_url:
+        raise ConfigError("ADMIN_DATABASE_URL is required to set up (PORTICO_ENV=production)")
     ensure_database(settings.admin_database_url)
     for service in SERVICES:
         password = settings.raw.get(f"{service.upper()}_DB_PASSWORD")
@@ -145,7 +151,9 @@ def tenant_id_for_slug(settings: Settings, slug: str) -> str | None:
     from kit.db import DatabaseCore
     from services.gateway.models import Tenant, metadata
 
-    core = DatabaseCore(settings.service_database_url("gateway"), metadata, pool_size=1)
+    # The owner's login where this runs with it (the setup Job's Secret), else the gateway's.
+    url = settings.admin_database_url or settings.service_database_url("gateway")
+    core = DatabaseCore(url, metadata, pool_size=1)
     try:
         with core.unit_of_work(system=True) as uow:
             found = uow.session.scalars(

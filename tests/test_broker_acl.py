@@ -389,3 +389,46 @@ def test_up_with_bad_broker_admin_login_exits_fast(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "RabbitMQ refused the login of AMQP_ADMIN_URI" in done.stderr
     assert time.monotonic() - started < 20
+
+
+# ------------------------------------------------- what subscribers are told ---
+
+
+def test_example_subscriber_reads_its_tenant_events(system, tenants):
+    """contracts/examples/subscriber.py, run as the README says, with the account."""
+    a = tenants["a"]
+    uri = tenants["integration"]["amqp_uri"]
+    queue = own_queue(tenants, "example")
+    ch = channel(uri)  # the queue exists (as after the example's first run), then events
+    ch.queue_declare(queue, durable=True)
+    ch.queue_bind(queue, INTEGRATION_EXCHANGE, f"{a}.directory.customer.*")
+    ch.connection.close()
+    r = system.staff("admin").post("/customers", {"name": f"ACL sub {uuid.uuid4().hex[:6]}"})
+    assert r.status_code == 201, r.text
+    done = subprocess.run(
+        [
+            sys.executable, "contracts/examples/subscriber.py", "--amqp", uri, "--tenant", a,
+            "--queue", queue, "--bind", "directory.customer.*", "--max", "1",
+        ],
+        env=system.env.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    event = json.loads(line)
+    assert event["tenant"] == a and event["data"]["id"] == r.json()["id"]
+
+
+def test_asyncapi_describes_the_integration_exchange():
+    from contracts.catalogue import asyncapi
+    from contracts.events import EVENTS, PRIVATE_EVENTS
+
+    doc = asyncapi()
+    for event_type in EVENTS:
+        key = event_type.replace(".", "_")
+        channel_doc = doc["channels"].get(f"integration_{key}")
+        if event_type in PRIVATE_EVENTS:
+            assert channel_doc is None, event_type
+            continue
+        assert channel_doc["address"] == f"{{tenant_id}}.{event_type}"
+        assert channel_doc["bindings"]["amqp"]["exchange"]["name"] == INTEGRATION_EXCHANGE
+        assert doc["operations"][f"receive_integration_{key}"]["action"] == "receive"

@@ -295,6 +295,11 @@ def test_k8s_configmap_holds_no_secrets() -> None:
         "SMTP_USERNAME",
         "SMTP_PASSWORD",
         "SMS_HTTP_TOKEN",
+        "AMQP_ADMIN_URI",
+        "AMQP_OPERATOR_URI",
+        "RABBITMQ_MANAGEMENT_URL",
+        "AMQP_SERVICES_PASSWORD",
+        "AMQP_OPERATOR_PASSWORD",
     }
     assert not secret_keys & set(data)
 
