@@ -26,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventlet import tpool
+from eventlet.patcher import original
 
 from kit.config import ConfigError
 
@@ -326,7 +327,20 @@ def _dummy_hash(fast: bool) -> str:
 # wait on a green semaphore: each holds 64 MiB, and the gateway's container is limited
 # to 256 MiB (deploy/k8s/gateway.yaml); more threads would not add CPU anyway.
 ARGON2_MAX_CONCURRENT = 2
+# The hashing threads (and argon2's own lane threads, which inherit it) run at a lower
+# CPU priority than the hub, so on a busy machine requests are served first and sign-ins
+# take a little longer, not the other way round. Linux applies it per thread.
+ARGON2_NICE = 10
 _argon2_slots: Any = None
+
+
+def _in_background(fn: Callable[..., T], *args: Any) -> T:
+    """Run in a pool thread: lower this thread's priority (once; it stays lowered)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not permitted
+        tid = original("_thread").get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < ARGON2_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, ARGON2_NICE)
+    return fn(*args)
 
 
 def _off_loop(fn: Callable[..., T], *args: Any) -> T:
@@ -337,7 +351,7 @@ def _off_loop(fn: Callable[..., T], *args: Any) -> T:
     if _argon2_slots is None:
         _argon2_slots = eventlet.semaphore.Semaphore(ARGON2_MAX_CONCURRENT)
     with _argon2_slots:
-        return cast(T, tpool.execute(fn, *args))
+        return cast(T, tpool.execute(_in_background, fn, *args))
 
 
 def _usable(password_hash: Any) -> bool:
