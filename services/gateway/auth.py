@@ -316,15 +316,17 @@ class AuthCore:
         key: str,
         limit: int,
         detail: str = "Too many attempts; wait and retry.",
+        window_seconds: int | None = None,
     ) -> None:
         """Count one attempt under ``key`` and refuse it (429 with ``Retry-After``) when it
-        is over ``limit`` in the current window.
+        is over ``limit`` in the current window (``window_seconds``, by default the
+        sign-in window ``LOGIN_LIMIT_WINDOW_SECONDS``). Give each use its own key prefix.
 
         Counting and checking are one statement (the row lock of ``on conflict do
         update`` orders parallel attempts), so N parallel attempts are counted 1..N and
         only the first ``limit`` go through. Call it before doing the guarded work.
         """
-        window = self.limits.window_seconds
+        window = window_seconds or self.limits.window_seconds
         with core.unit_of_work(system=True) as uow:
             row = uow.session.execute(
                 text(

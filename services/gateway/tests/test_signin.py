@@ -123,6 +123,18 @@ def test_a_new_window_allows_attempts_again(db, tmp_path):
     auth.take_attempt(db, key, 2)
 
 
+def test_each_use_may_have_its_own_window(db, tmp_path):
+    auth = auth_core(tmp_path)  # sign-in window: 300 s
+    key = f"reset:{unique('own-window')}"
+    auth.take_attempt(db, key, 1, window_seconds=1)
+    with pytest.raises(ApiError) as refused:
+        auth.take_attempt(db, key, 1, "Too many reset requests.", window_seconds=1)
+    assert refused.value.detail == "Too many reset requests."
+    assert refused.value.headers["Retry-After"] == "1"
+    time.sleep(1.1)
+    auth.take_attempt(db, key, 1, window_seconds=1)
+
+
 def test_login_counts_failures_and_a_success_resets_the_account(db, tmp_path, monkeypatch):
     monkeypatch.setenv("PORTICO_ARGON2_FAST", "1")
     auth = auth_core(tmp_path)
@@ -207,7 +219,9 @@ def test_unknown_email_takes_as_long_as_a_wrong_password(db, tmp_path, monkeypat
 
     unknown, wrong = median_seconds("unknown email"), median_seconds("wrong password")
     ratio = max(unknown, wrong) / min(unknown, wrong)
-    assert ratio < 2.5, f"unknown email {unknown * 1000:.0f} ms, wrong password {wrong * 1000:.0f} ms"
+    assert ratio < 2.5, (
+        f"unknown email {unknown * 1000:.0f} ms, wrong password {wrong * 1000:.0f} ms"
+    )
 
 
 # --- item 6: argon2 off the eventlet hub -------------------------------------------------------
