@@ -259,3 +259,20 @@ def test_hashing_in_a_green_thread_leaves_the_hub_free(monkeypatch):
     assert elapsed > 0.3  # the work really was argon2 with production parameters
     # On the hub, every verification would stop the ticker for its whole duration.
     assert max(gaps) < 0.15, f"the hub stalled for {max(gaps) * 1000:.0f} ms"
+
+
+# --- item 22: the document says what logout accepts --------------------------------------------
+
+
+def test_logout_is_documented_with_an_optional_bearer_and_an_optional_body():
+    from services.gateway import service  # noqa: F401 - registers every route
+    from services.gateway.openapi import openapi_document
+
+    doc = openapi_document()
+    op = doc["paths"]["/auth/logout"]["post"]
+    assert op["security"] == [{"bearer": []}, {}]
+    assert op["requestBody"]["required"] is False
+    schema = doc["components"]["schemas"]["LogoutRequest"]
+    assert set(schema["properties"]) == {"refresh_token"}
+    assert not schema.get("required")
+    assert {"204", "401"} <= set(op["responses"])
