@@ -200,6 +200,32 @@ def test_every_table_with_a_tenant_is_under_forced_row_level_security() -> None:
     assert not unprotected, unprotected
 
 
+def test_only_worker_roles_cross_tenants_after_every_migration() -> None:
+    """No policy left in any schema honours the old ``portico.system`` setting; the
+    outbox of every service (and notify's deliveries) has a policy for its worker role."""
+    with scratch_database("gateway", "quotes", "notify") as (admin, _urls):
+        from kit.db import sa_url
+
+        engine = create_engine(sa_url(admin))
+        with engine.connect() as conn:
+            policies = conn.execute(
+                text(
+                    "select schemaname || '.' || tablename, policyname, roles::text,"
+                    " coalesce(qual, '') || coalesce(with_check, '') from pg_policies"
+                    " where schemaname in ('gateway', 'quotes', 'notify')"
+                )
+            ).all()
+        engine.dispose()
+    assert not [p for p in policies if "portico.system" in p[3]]
+    workers = {(table, roles) for table, name, roles, _ in policies if name == "worker_access"}
+    assert workers == {
+        ("gateway.outbox", "{portico_gateway_worker}"),
+        ("quotes.outbox", "{portico_quotes_worker}"),
+        ("notify.outbox", "{portico_notify_worker}"),
+        ("notify.deliveries", "{portico_notify_worker}"),
+    }
+
+
 # --- which failures are "the database is unavailable" (503), issue 6 item 26 -------------
 def test_a_refused_connection_is_unavailable() -> None:
     """A connect that fails (server down, restarting) was a 500: SQLAlchemy flags only
