@@ -6,6 +6,7 @@ import logging
 import warnings
 from typing import Any
 
+import amqp.exceptions
 import eventlet
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher
@@ -42,6 +43,13 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings(
     "ignore", message="Mandatory delivery was requested", module=r"nameko\.amqp\.publish"
 )
+
+
+def broker_unavailable(exc: BaseException) -> bool:
+    """True for "the message broker is unreachable right now": kombu wraps the socket's
+    errors as ``OperationalError``; amqp raises its own ``ConnectionError`` (connection
+    forced closed, e.g. the broker stopping). The broker's twin of ``kit.db.unavailable``."""
+    return isinstance(exc, OperationalError | amqp.exceptions.ConnectionError)
 
 
 class WorkerDb:
@@ -261,6 +269,9 @@ class DomainRpc(NamekoRpc):
     def handle_result(self, message: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
         if exc_info is not None and unavailable(exc_info[1]):
             error = ServiceUnavailable("The database is unreachable; retry shortly.")
+            exc_info = (ServiceUnavailable, error, exc_info[2])
+        elif exc_info is not None and broker_unavailable(exc_info[1]):
+            error = ServiceUnavailable("The message broker is unreachable; retry shortly.")
             exc_info = (ServiceUnavailable, error, exc_info[2])
         if exc_info is not None and isinstance(exc_info[1], DomainError):
             err = exc_info[1]

@@ -29,6 +29,7 @@ from kit.pagination import decode_cursor as decode_cursor  # re-exported for rou
 from kit.pagination import encode_cursor as encode_cursor
 from kit.pagination import page as page
 from kit.pagination import split as split
+from kit.providers import broker_unavailable
 from kit.schemas import shared, text_errors, validation_errors
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,10 @@ def error_response(exc: BaseException) -> Response:
     if unavailable(exc):
         return problem_response(
             "service_unavailable", "The database is unreachable; retry shortly."
+        )
+    if broker_unavailable(exc):
+        return problem_response(
+            "service_unavailable", "The message broker is unreachable; retry shortly."
         )
     if isinstance(exc, NotFound):
         return problem_response("not_found", "No such resource.")

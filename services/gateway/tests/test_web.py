@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
+import amqp.exceptions
 import pytest
+from kombu.exceptions import OperationalError as KombuOperationalError
 from marshmallow import Schema, fields
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.test import EnvironBuilder
@@ -216,3 +219,34 @@ def test_method_not_allowed_names_the_allowed_methods() -> None:
     assert response.status_code == 405
     assert response.mimetype == "application/problem+json"
     assert response.headers["Allow"] == "GET, HEAD, PATCH"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(lambda: _connect_refused(), id="database-connect-refused"),
+        pytest.param(lambda: KombuOperationalError("[Errno 111] Connection refused"), id="broker"),
+        pytest.param(lambda: amqp.exceptions.ConnectionForced("shutdown"), id="broker-closed"),
+    ],
+)
+def test_database_and_broker_failures_are_503_with_retry_after(exc: Any) -> None:
+    response = error_response(exc())
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.mimetype == "application/problem+json"
+
+
+def _connect_refused() -> BaseException:
+    from sqlalchemy import create_engine
+
+    from tests.support import free_port
+
+    engine = create_engine(f"postgresql+psycopg2://x@127.0.0.1:{free_port()}/x")
+    try:
+        with engine.connect():
+            pass
+    except Exception as err:  # noqa: BLE001 - the error is what we want
+        return err
+    finally:
+        engine.dispose()
+    raise AssertionError("nothing listens on a free port")
