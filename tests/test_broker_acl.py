@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -432,3 +433,61 @@ def test_asyncapi_describes_the_integration_exchange():
         assert channel_doc["address"] == f"{{tenant_id}}.{event_type}"
         assert channel_doc["bindings"]["amqp"]["exchange"]["name"] == INTEGRATION_EXCHANGE
         assert doc["operations"][f"receive_integration_{key}"]["action"] == "receive"
+
+
+# ------------------------------------------- both ways of creating accounts ---
+
+
+@pytest.mark.parametrize("backend", ["management-api", "rabbitmqctl"])
+def test_setup_accounts_through_either_backend(backend):
+    """Setup creates the same users and permissions through the management HTTP API (what
+    a Kubernetes Job uses) and through rabbitmqctl (a broker on this machine), idempotently."""
+    from kit.config import load
+    from portico import broker
+    from tests import support
+
+    vhost = f"portico-t-acl-{uuid.uuid4().hex[:8]}"
+    support.make_vhost(vhost)
+    settings = load(
+        {
+            "AMQP_ADMIN_URI": f"{support.AMQP_BASE}/{vhost}",
+            "AMQP_USER_PREFIX": f"portico-t-{uuid.uuid4().hex[:8]}-",
+            "RABBITMQ_MANAGEMENT_URL": support.MGMT,
+        }
+    )
+    admin = broker.BrokerAdmin(support.MGMT if backend == "management-api" else None)
+    try:
+        from kit.messaging import declare_topology
+
+        declare_topology(settings.admin_amqp_uri())
+        for _ in range(2):  # idempotent
+            users = broker.provision(settings, admin)
+        tenant = str(uuid.uuid4())
+        issued = broker.create_integration(settings, tenant, "erp", admin)
+        perms = admin.permissions(vhost)
+        assert set(users) | {issued.user} <= set(perms)
+        assert perms[settings.broker_user("operator")]["configure"] == "^$"
+        topics = admin.topic_permissions(vhost)[issued.user]
+        assert topics[INTEGRATION_EXCHANGE] == ("^$", rf"^{re.escape(tenant)}\.")
+        assert topics[EXCHANGE] == ("^$", "^$")
+        assert [i.user for i in broker.list_integrations(settings, admin)] == [issued.user]
+        uri = issued.as_dict(settings)["amqp_uri"]
+        queue = f"integration.{tenant}.erp.q"
+        assert "ACCESS_REFUSED" in refused(
+            uri,
+            lambda ch: (
+                ch.queue_declare(queue),
+                ch.queue_bind(queue, INTEGRATION_EXCHANGE, "#"),
+            ),
+        )
+        ch = channel(uri)
+        ch.queue_declare(queue)
+        ch.queue_bind(queue, INTEGRATION_EXCHANGE, f"{tenant}.#")
+        ch.connection.close()
+        channel(settings.amqp_uri).connection.close()  # the services' login works
+        assert broker.revoke_integration(settings, tenant, "erp", admin)
+        assert not broker.revoke_integration(settings, tenant, "erp", admin)
+    finally:
+        broker.drop_users(settings, admin)
+        support.drop_vhost(vhost)
+    assert not [u for u in admin.users() if u.startswith(settings.amqp_user_prefix)]
