@@ -42,23 +42,39 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from portico.infra import setup
+    from portico.infra import check_dependencies, setup
 
+    settings = _settings()
+    problems = check_dependencies(settings)  # plain sentences, fast, never a hang
+    if problems:
+        print("portico: cannot set up:", *problems, sep="\n  ", file=sys.stderr)
+        return 2
     with _plain_errors():
-        setup(_settings(), log=print)
+        setup(settings, log=print)
     return 0
 
 
 @contextlib.contextmanager
 def _plain_errors() -> Iterator[None]:
-    """Configuration and broker-administration failures end as one plain line, status 2."""
+    """Configuration, broker-administration and broker-login failures end as one plain
+    line and status 2, never a traceback."""
+    import amqp.exceptions
+
     from kit.config import ConfigError
+    from kit.messaging import BROKER_ERRORS
     from portico.broker import BrokerAdminError
 
     try:
         yield
     except (ConfigError, BrokerAdminError) as exc:
         print(f"portico: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (*BROKER_ERRORS, amqp.exceptions.AMQPError) as exc:
+        print(
+            f"portico: RabbitMQ refused or is unreachable ({type(exc).__name__}: {exc}); "
+            "check the broker, the URI's user, password and vhost, and that setup has run.",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
@@ -92,7 +108,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
     with _plain_errors():
         uri = _settings().operator_amqp_uri()
-    found = dead_letters(uri, args.service, replay=args.action == "replay")
+        found = dead_letters(uri, args.service, replay=args.action == "replay")
     for item in found:
         print(json.dumps(item, default=str))
     verb = "replayed" if args.action == "replay" else "dead letters"

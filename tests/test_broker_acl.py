@@ -491,3 +491,34 @@ def test_setup_accounts_through_either_backend(backend):
         broker.drop_users(settings, admin)
         support.drop_vhost(vhost)
     assert not [u for u in admin.users() if u.startswith(settings.amqp_user_prefix)]
+
+
+def test_operator_tools_with_bad_broker_logins_say_so_plainly(tmp_path):
+    base = {**os.environ, "PATH": "/usr/bin:/bin"}
+    base.pop("AMQP_URI", None)
+    cases = [
+        (["setup"], {"AMQP_ADMIN_URI": "amqp://guest:wrong@127.0.0.1:5672/"}, "AMQP_ADMIN_URI"),
+        (
+            ["dead-letters", "list", "notify"],
+            {"AMQP_OPERATOR_URI": "amqp://portico-operator:wrong@127.0.0.1:5672/"},
+            "RabbitMQ refused",
+        ),
+        (
+            ["dead-letters", "list", "notify"],
+            {"AMQP_OPERATOR_URI": f"amqp://portico-operator:x@127.0.0.1:{free_port()}/"},
+            "RabbitMQ refused or is unreachable",
+        ),
+    ]
+    for args, env, message in cases:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "portico.cli", *args],
+            env={**base, **env},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert time.monotonic() - started < 20
