@@ -25,7 +25,7 @@ from pika.exceptions import AMQPChannelError, AMQPConnectionError
 
 from contracts.events import EXCHANGE, INTEGRATION_EXCHANGE, make_envelope
 from kit.context import system_actor
-from tests.support import ROOT, Client, free_port, wait_for
+from tests.support import ROOT, Client, free_port, strong_password, wait_for
 
 RPC_EXCHANGE = "nameko-rpc"
 
@@ -86,7 +86,7 @@ def forged_rpc(tenant_id: str) -> tuple[dict[str, Any], pika.BasicProperties]:
 def tenants(system: Any) -> dict[str, Any]:
     """Tenant A (demo) with an integration account, and a second tenant B."""
     slug = f"acl-{uuid.uuid4().hex[:8]}"
-    email, password = f"admin@{slug}.example", "acl-other-admin-pass"
+    email, password = f"admin@{slug}.example", strong_password()
     done = portico(
         system, "tenant", "create", "--slug", slug, "--name", "ACL Other Shop",
         "--admin-email", email, "--admin-password", password,
