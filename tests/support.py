@@ -196,9 +196,14 @@ class Environment:
         return load(self.env)
 
     def close(self) -> None:
+        drop_database(self.admin_url, self.db_name)
+        self.close_broker()
+
+    def close_broker(self) -> None:
+        """Drop this run's vhost and its broker users (names are global to the server,
+        so dropping the vhost alone leaves them behind)."""
         from portico.broker import drop_users
 
-        drop_database(self.admin_url, self.db_name)
         drop_vhost(self.vhost)
         try:  # this run's services, operator and integration users
             drop_users(self.settings())
