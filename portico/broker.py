@@ -341,8 +341,8 @@ def list_integrations(settings: Settings, admin: BrokerAdmin | None = None) -> l
 def revoke_integration(
     settings: Settings, tenant_id: str, name: str, admin: BrokerAdmin | None = None
 ) -> bool:
-    """Delete the account: it can no longer connect. Its queues stay until an operator
-    deletes them (they may hold events someone still wants)."""
+    """Delete the account: RabbitMQ closes its open connections and refuses new ones. Its
+    queues stay until an operator deletes them (they may hold events someone still wants)."""
     admin = admin or BrokerAdmin.for_settings(settings)
     user = integration_user(settings, tenant_id, name)
     if user not in admin.users():

@@ -132,10 +132,13 @@ def test_revoked_integration_cannot_connect(system, tenants):
     done = portico(system, "integration", "create", "--tenant", system.tenant, "--name", "gone")
     assert done.returncode == 0, done.stderr
     uri = json.loads(done.stdout)["amqp_uri"]
-    channel(uri).connection.close()  # works while issued
+    live = channel(uri)  # works while issued
     done = portico(system, "integration", "revoke", "--tenant", system.tenant, "--name", "gone")
     assert done.returncode == 0, done.stderr
-    with pytest.raises(AMQPConnectionError):
+    with pytest.raises(AMQPConnectionError):  # the broker closed the open connection
+        live.connection.process_data_events(time_limit=1)
+        live.queue_declare("integration.x.gone.q", passive=True)
+    with pytest.raises(AMQPConnectionError):  # and refuses new ones
         channel(uri)
 
 
