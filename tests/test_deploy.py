@@ -607,3 +607,25 @@ def test_dockerfile_copies_every_package_and_context_allows_them() -> None:
     for needed in [*packages, "pyproject.toml", "constraints.txt"]:
         assert needed in copied.split(), needed
         assert needed in allowed, needed
+
+
+def test_every_process_configuration_loads_in_production() -> None:
+    """What each process is given is enough for kit.config in production mode (services
+    need neither the database owner nor the broker administrator; setup needs both)."""
+    from kit.config import load
+
+    compose = _compose()["services"]
+    for name in ("setup", *SERVICES):
+        env = {k: str(v) for k, v in compose[name]["environment"].items() if v is not None}
+        settings = load(env)
+        assert settings.production, name
+        assert bool(settings.admin_database_url) == (name == "setup"), name
+        assert (settings.amqp_admin_uri is not None) == (name == "setup"), name
+    (config,) = _of_kind("ConfigMap")
+    for secret in ("portico-setup", *(f"portico-{s}" for s in SERVICES), "portico-operator"):
+        env = {**config["data"], **_secret_values(_secret(secret))}
+        settings = load(env)
+        assert (settings.amqp_admin_uri is not None) == (secret == "portico-setup"), secret
+    setup = load({**config["data"], **_secret_values(_secret("portico-setup"))})
+    setup.broker_password("services")
+    setup.broker_password("operator")
