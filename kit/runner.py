@@ -38,13 +38,17 @@ def nameko_config(service: str) -> dict[str, Any]:
     }
 
 
+def silence_eventlet_deprecation() -> None:
+    """eventlet warns on import that it is deprecated (nine lines on stderr of every
+    process, before logging is set up). nameko 2 runs on it: known, nothing to act on."""
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+
 def run(service: str) -> None:
     # eventlet's green DNS resolver (dnspython) costs ~18 MB per process; hosts are
     # resolved only when pooled connections open, so the OS resolver is enough.
     os.environ.setdefault("EVENTLET_NO_GREENDNS", "yes")
-    # eventlet warns on import that it is deprecated (nine lines on stderr of every
-    # process, before logging is set up). nameko 2 runs on it: known, nothing to act on.
-    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    silence_eventlet_deprecation()
     import eventlet
 
     eventlet.monkey_patch()  # before anything opens a socket

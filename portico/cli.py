@@ -168,6 +168,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from kit.runner import silence_eventlet_deprecation
+
+    silence_eventlet_deprecation()  # `up` and `setup` import nameko too
     parser = argparse.ArgumentParser(
         prog="portico", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

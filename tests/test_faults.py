@@ -613,7 +613,7 @@ def pg_cluster(
                 list(stopping.map(lambda proc: proc.stop(timeout=15), cluster.procs.values()))
             cluster.engine.dispose()
         if env is not None:
-            support.drop_vhost(env.vhost)
+            env.close_broker()  # the vhost and this run's broker users
         pg.close()
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select, text, update
 from werkzeug.wrappers import Request
 
 from kit.config import ConfigError, Settings, load
-from kit.context import PORTAL_PERMISSIONS, Actor
+from kit.context import Actor
 from kit.db import utcnow
 from services.gateway import domain
 from services.gateway.models import (
@@ -294,20 +294,6 @@ class AuthCore:
         if keep_session is not None:
             stmt = stmt.where(AuthSession.id != keep_session)
         session.execute(stmt.values(revoked_at=utcnow(), revoked_reason=reason))
-
-    def preview(self, core: Any, staff: Actor, customer_id: str) -> dict[str, Any]:
-        actor = Actor(
-            kind="portal",
-            id=staff.id,
-            tenant_id=staff.tenant_id,
-            permissions=PORTAL_PERMISSIONS,
-            customer_id=customer_id,
-            read_only=True,
-            name=f"Preview by {staff.name}",
-        )
-        return self.start_session(
-            core, actor, "preview", lifetime=timedelta(minutes=PREVIEW_MINUTES), with_refresh=False
-        )
 
     # --- rate limiting ------------------------------------------------------------------
     def take_attempt(
