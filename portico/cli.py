@@ -6,6 +6,7 @@ portico run SERVICE        run one service (several copies may run at once)
 portico tenant create ...  create a tenant (shop) with its first admin
 portico dead-letters list|replay SERVICE      (as the operator broker account)
 portico integration create|list|revoke ...  broker accounts for a tenant's integrations
+portico directory republish [--tenant SLUG]  re-send directory facts to services' copies
 portico check              are PostgreSQL and RabbitMQ reachable?
 portico keygen             print a new Ed25519 signing key (PEM) for JWT_PRIVATE_KEYS
 portico asyncapi           print the event catalogue (AsyncAPI 3.0, JSON)
@@ -147,6 +148,14 @@ def cmd_integration(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_directory_republish(args: argparse.Namespace) -> int:
+    from portico.directory import republish
+
+    counts = republish(_settings(), args.tenant)
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from services.gateway.tokens import KeyRing
 
@@ -198,6 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     dl.add_argument("action", choices=["list", "replay"])
     dl.add_argument("service")
     dl.set_defaults(fn=cmd_dead_letters)
+    directory = sub.add_parser("directory", help="directory facts").add_subparsers(
+        dest="action", required=True
+    )
+    rp = directory.add_parser(
+        "republish", help="publish every directory fact again (fills services' local copies)"
+    )
+    rp.add_argument("--tenant", help="one tenant's slug (default: every tenant)")
+    rp.set_defaults(fn=cmd_directory_republish)
     integ = sub.add_parser("integration", help="broker accounts for external integrations")
     integ_sub = integ.add_subparsers(dest="action", required=True)
     for action, text in (

@@ -328,13 +328,7 @@ def patch_settings(call: Call) -> Any:
                 "directory.tenant.updated",
                 {"id": tenant.id, "slug": tenant.slug, "name": tenant.name},
             )
-            uow.emit(
-                "directory.settings.updated",
-                {
-                    "features": domain.effective_features(row.features),
-                    "notify_new_request_roles": list(row.notify_new_request_roles),
-                },
-            )
+            uow.emit("directory.settings.updated", domain.settings_event(row))
         return _settings_out(row)
 
 

@@ -448,6 +448,14 @@ def staff_user_event(user: Any) -> dict[str, Any]:
     }
 
 
+def settings_event(row: Any) -> dict[str, Any]:
+    """Data of ``directory.settings.updated``: the settings other services act on."""
+    return {
+        "features": effective_features(row.features),
+        "notify_new_request_roles": list(row.notify_new_request_roles),
+    }
+
+
 # --- invitation and password-reset links -------------------------------------------------
 LINK_PURPOSES = ("invitation", "password_reset")
 
