@@ -168,3 +168,33 @@ def rls_sql(
             f'grant {worker_privileges} on "{schema}"."{table}" to "{worker}"',
         ]
     return statements
+
+
+# What policies said before the worker roles (migrations that move off it restore it).
+_SETTING_RULE = (
+    "(tenant_id = nullif(current_setting('portico.tenant_id', true), '')::uuid"
+    " or current_setting('portico.system', true) = 'on')"
+)
+
+
+def to_worker_role_sql(schema: str, worker_tables: tuple[str, ...]) -> list[str]:
+    """Move a schema made before the worker roles onto them: ``worker_tables`` get the
+    worker's policy and grants, the ledger (``processed_events``) loses the old
+    ``portico.system`` escape and the worker role never touches it."""
+    statements = [s for t in worker_tables for s in rls_sql(schema, t, system_ok=True)]
+    statements += rls_sql(schema, "processed_events")
+    statements.append(f'revoke all on "{schema}"."processed_events" from "{worker_role(schema)}"')
+    return statements
+
+
+def from_worker_role_sql(schema: str, worker_tables: tuple[str, ...]) -> list[str]:
+    """Undo :func:`to_worker_role_sql`: the old policies, ``portico.system`` and all."""
+    statements = []
+    for table in (*worker_tables, "processed_events"):
+        statements += [
+            f'drop policy if exists worker_access on "{schema}"."{table}"',
+            f'drop policy if exists tenant_isolation on "{schema}"."{table}"',
+            f'create policy tenant_isolation on "{schema}"."{table}"'
+            f" using {_SETTING_RULE} with check {_SETTING_RULE}",
+        ]
+    return statements

@@ -339,15 +339,6 @@ def address_for(recipient: Recipient, channel: str) -> str:
     return str(value).strip()
 
 
-def parse_occurred_at(value: str) -> datetime:
-    """An envelope's ``occurred_at`` as an aware datetime (naive values are UTC)."""
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (AttributeError, ValueError) as exc:
-        raise ValueError(f"occurred_at is not an ISO 8601 timestamp: {value!r}") from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 # ------------------------------------------------------------------------ in-app feed
 
 

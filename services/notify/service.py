@@ -31,6 +31,7 @@ from kit.config import load
 from kit.context import Actor, RequestContext
 from kit.db import DatabaseCore, UnitOfWork
 from kit.errors import Forbidden, NotFound, ValidationFailed
+from kit.facts import occurred_at, upsert_newer
 from kit.health import HealthEndpoints
 from kit.ids import new_id
 from kit.messaging import event_consumer
@@ -117,42 +118,13 @@ def _copy_directory_fact(uow: UnitOfWork, event: dict[str, Any], data: dict[str,
         return
     model, names = _DIRECTORY[entity]
     values = {name: data.get(name) for name in names}
-    stmt = pg_insert(model).values(
-        id=data["id"],
-        tenant_id=uow.tenant_id,
-        source_occurred_at=domain.parse_occurred_at(event["occurred_at"]),
-        **values,
-    )
-    table = model.__table__
-    uow.session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={name: stmt.excluded[name] for name in (*names, "source_occurred_at")},
-            where=table.c.source_occurred_at <= stmt.excluded.source_occurred_at,
-        )
-    )
+    upsert_newer(uow, model, data["id"], values, occurred_at(event["occurred_at"]))
 
 
 def _copy_settings(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
     """Keep the tenant's ``notify_new_request_roles``; an older event never wins."""
-    roles = list(data["notify_new_request_roles"])
-    stmt = pg_insert(TenantSettings).values(
-        id=uow.tenant_id,
-        tenant_id=uow.tenant_id,
-        notify_new_request_roles=roles,
-        source_occurred_at=domain.parse_occurred_at(event["occurred_at"]),
-    )
-    table = cast(Table, TenantSettings.__table__)
-    uow.session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={
-                "notify_new_request_roles": stmt.excluded.notify_new_request_roles,
-                "source_occurred_at": stmt.excluded.source_occurred_at,
-            },
-            where=table.c.source_occurred_at <= stmt.excluded.source_occurred_at,
-        )
-    )
+    roles = {"notify_new_request_roles": list(data["notify_new_request_roles"])}
+    upsert_newer(uow, TenantSettings, uow.tenant_id, roles, occurred_at(event["occurred_at"]))
 
 
 def _new_request_roles(uow: UnitOfWork) -> tuple[str, ...]:

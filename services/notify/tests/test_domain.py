@@ -22,7 +22,6 @@ from services.notify.domain import (
     delivery_key,
     next_status,
     notifying_event_types,
-    parse_occurred_at,
     plan_deliveries,
     record_link,
     settle,
@@ -479,25 +478,6 @@ def test_address_for():
         address_for(ALICE, "sms")
     with pytest.raises(ValueError):
         address_for(ALICE, "fax")
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("2030-01-02T03:04:05.123456Z", datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
-        ("2030-01-02T05:04:05+02:00", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)),
-        ("2030-01-02T03:04:05", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ],
-)
-def test_parse_occurred_at(raw, expected):
-    parsed = parse_occurred_at(raw)
-    assert parsed == expected and parsed.tzinfo is not None
-
-
-@pytest.mark.parametrize("raw", ["yesterday", "", None])
-def test_parse_occurred_at_rejects_garbage(raw):
-    with pytest.raises(ValueError):
-        parse_occurred_at(raw)
 
 
 def test_the_delivery_contract_agrees_with_the_domain():

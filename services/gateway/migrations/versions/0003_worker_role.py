@@ -1,7 +1,6 @@
 """Cross-tenant work as the worker role: replace the policies that let anyone who set
 ``portico.system = on`` see every tenant's outbox rows with a policy for
-``portico_gateway_worker`` only (kit.migrate.rls_sql), and take the worker role off the
-ledger it never needs.
+``portico_gateway_worker`` only (kit.migrate), and keep the worker off the ledger.
 
 Revision ID: 0003
 Revises: 0002
@@ -9,7 +8,7 @@ Revises: 0002
 
 from alembic import op
 
-from kit.migrate import rls_sql, worker_role
+from kit.migrate import from_worker_role_sql, to_worker_role_sql
 
 revision = "0003"
 down_revision = "0002"
@@ -17,26 +16,13 @@ branch_labels = None
 depends_on = None
 
 WORKER_TABLES = ("outbox",)
-OLD_RULE = (
-    "(tenant_id = nullif(current_setting('portico.tenant_id', true), '')::uuid"
-    " or current_setting('portico.system', true) = 'on')"
-)
 
 
 def upgrade() -> None:
-    for table in WORKER_TABLES:
-        for statement in rls_sql("gateway", table, system_ok=True):
-            op.execute(statement)
-    for statement in rls_sql("gateway", "processed_events"):
+    for statement in to_worker_role_sql("gateway", WORKER_TABLES):
         op.execute(statement)
-    op.execute(f'revoke all on "gateway"."processed_events" from "{worker_role("gateway")}"')
 
 
 def downgrade() -> None:
-    for table in (*WORKER_TABLES, "processed_events"):
-        op.execute(f'drop policy if exists worker_access on "gateway"."{table}"')
-        op.execute(f'drop policy if exists tenant_isolation on "gateway"."{table}"')
-        op.execute(
-            f'create policy tenant_isolation on "gateway"."{table}"'
-            f" using {OLD_RULE} with check {OLD_RULE}"
-        )
+    for statement in from_worker_role_sql("gateway", WORKER_TABLES):
+        op.execute(statement)
