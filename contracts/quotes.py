@@ -54,35 +54,43 @@ class QuoteExportQuery(QuoteFilters):
     cursor = Str(validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"))
 
 
+# Text the quotes service trims of surrounding whitespace (``strips``): where it is
+# required, it must hold something else (the OpenAPI document says so).
+TRIMMED = {"multiline": True, "strips": True}
+
+
 class CreateQuoteRequest(Schema):
-    description = Str(
-        required=True, validate=validate.Length(min=1, max=5000), metadata={"multiline": True}
-    )
+    description = Str(required=True, validate=validate.Length(min=1, max=5000), metadata=TRIMMED)
     customer_id = fields.UUID(
         metadata={
-            "description": "Staff only: the customer it is for. A customer this tenant's "
-            "directory does not have is 422 with an error under customer_id (a customer "
-            "created a moment ago may take a few milliseconds to be known: retry)."
+            "description": "Staff: required, the customer it is for (422 under customer_id "
+            "without it). Portal users: ignored, it is their own. A customer this tenant's "
+            "directory does not have is 404 not_found with an error under customer_id, the "
+            "same whether it exists in another shop or nowhere (a customer created a moment "
+            "ago may take a few milliseconds to be known: retry)."
         }
     )
     unit_id = fields.UUID(
         allow_none=True,
         metadata={
             "description": "A unit of that customer (for a portal user restricted to some "
-            "units, one of them); any other id is 422 with an error under unit_id."
+            "units, one of them); any other id is 404 not_found with an error under unit_id."
         },
     )
-    work_order_id = fields.UUID(allow_none=True)
+    work_order_id = fields.UUID(
+        allow_none=True,
+        metadata={"description": "A work order of that customer; any other is 404 not_found."},
+    )
     visible_to_customer = fields.Boolean(metadata={"description": "Staff only; default true."})
 
 
 class PatchQuoteRequest(Schema):
-    description = Str(validate=validate.Length(min=1, max=5000), metadata={"multiline": True})
+    description = Str(validate=validate.Length(min=1, max=5000), metadata=TRIMMED)
     assigned_to = fields.UUID(
         allow_none=True,
         metadata={
             "description": "An active staff member of this tenant (null to unassign); "
-            "anyone else is 422 with an error under assigned_to."
+            "anyone else is 404 not_found with an error under assigned_to."
         },
     )
     status = Str(
@@ -117,9 +125,7 @@ class VersionOnly(Schema):
 
 
 class CommentRequest(Schema):
-    body = Str(
-        required=True, validate=validate.Length(min=1, max=5000), metadata={"multiline": True}
-    )
+    body = Str(required=True, validate=validate.Length(min=1, max=5000), metadata=TRIMMED)
 
 
 class QuoteRequestSchema(Schema):

@@ -115,7 +115,7 @@ class Api:
 
     def post(self, path: str, body: dict[str, Any], wait_known: float = 0) -> Any:
         """POST; with ``wait_known`` seconds, retry while a service answers that a
-        reference is unknown (``unknown ...`` in a 422): services learn of new customers,
+        reference is unknown (``unknown ...`` in a 404): services learn of new customers,
         units and staff from events, a few milliseconds after the gateway's commit."""
         deadline = time.monotonic() + wait_known
         r = self.http.post(self.base + path, json=body, timeout=15)
@@ -128,7 +128,7 @@ class Api:
 
 
 def _unknown_reference(r: requests.Response) -> bool:
-    if r.status_code != 422:
+    if r.status_code != 404:
         return False
     errors = r.json().get("errors") or {}
     return any(

@@ -330,6 +330,16 @@ class Known:
 UNKNOWN_CUSTOMER = "unknown customer"
 UNKNOWN_UNIT = "unknown unit"
 UNKNOWN_ASSIGNEE = "unknown or inactive staff member"
+UNKNOWN_WORK_ORDER = "unknown work order"
+
+
+def raise_unknown(unknown: dict[str, list[str]]) -> None:
+    """A well-formed id the caller may not use (another tenant's, outside its scope, or
+    none at all) is ``404 not_found`` naming the field: the same answer whether or not
+    it exists elsewhere, as for any resource outside the caller's scope. Raised after
+    the input checks, so a request that is also malformed is a 422."""
+    if unknown:
+        raise NotFound(detail="a referenced record was not found", errors=unknown)
 
 
 # --- creating -----------------------------------------------------------------------
@@ -364,13 +374,15 @@ def prepare_create(
     Portal users need ``quotes.request``; their customer is forced (it comes from
     their signed identity, not from the request) and the request is always visible to
     them. Staff of any role name the customer, which must be in ``known.customers``
-    (else 422 ``customer_id``), and choose visibility (default visible). A unit must be
+    (else 404 ``customer_id``), and choose visibility (default visible). A unit must be
     a known unit of that customer and, for a portal user, one of its allowed units
-    (else 422 ``unit_id``, the same words whatever the reason). ``known_work_order_ids``
-    are the customer's work orders when the service knows them.
+    (else 404 ``unit_id``, the same words whatever the reason). ``known_work_order_ids``
+    are the customer's work orders when the service knows them (else 404
+    ``work_order_id``). Malformed input is a 422 before any of these.
     """
     _ensure_writer(actor)
     errors: dict[str, list[str]] = {}
+    unknown: dict[str, list[str]] = {}
     if actor.kind == "portal":
         if PERM_REQUEST not in actor.permissions:
             raise Forbidden("quotes.request permission required", code="permission_required")
@@ -382,7 +394,7 @@ def prepare_create(
     elif _has_role(actor, CREATE_ROLES):
         customer = _uuid(errors, "customer_id", customer_id, required=True) or ""
         if customer and customer not in known.customers:
-            errors.setdefault("customer_id", []).append(UNKNOWN_CUSTOMER)
+            unknown["customer_id"] = [UNKNOWN_CUSTOMER]
         visible = _bool(errors, "visible_to_customer", visible_to_customer, default=True)
         by_customer = False
     else:
@@ -395,16 +407,17 @@ def prepare_create(
         if (allowed_units is not None and unit not in allowed_units) or (
             known.unit_customers.get(unit) != customer
         ):
-            errors.setdefault("unit_id", []).append(UNKNOWN_UNIT)
+            unknown["unit_id"] = [UNKNOWN_UNIT]
     work_order = _uuid(errors, "work_order_id", work_order_id, required=False)
     if (
         work_order is not None
         and known_work_order_ids is not None
         and work_order not in known_work_order_ids
     ):
-        errors.setdefault("work_order_id", []).append("unknown work order")
+        unknown["work_order_id"] = [UNKNOWN_WORK_ORDER]
     if errors:
         raise ValidationFailed(detail="the quote request is not valid", errors=errors)
+    raise_unknown(unknown)
     return NewQuote(
         customer_id=customer,
         description=text or "",
@@ -515,8 +528,8 @@ def plan_patch(
 
     ``status`` moves only between ``WORKING_STATUSES``; approving, denying and
     cancelling are decisions with calls of their own (422 ``status`` naming the call).
-    A new assignee must be an active staff member in ``known.active_staff`` (else 422
-    ``assigned_to``). Values equal to the current ones are not changes; an empty plan
+    A new assignee must be an active staff member in ``known.active_staff`` (else 404
+    ``assigned_to``, after the input checks). Values equal to the current ones are not changes; an empty plan
     means nothing to do.
     """
     ensure_visible(actor, quote)
@@ -526,6 +539,7 @@ def plan_patch(
     errors: dict[str, list[str]] = {}
     for name in sorted(set(changes) - PATCHABLE_FIELDS):
         errors[name] = ["unknown field"]
+    unknown: dict[str, list[str]] = {}
     out: dict[str, object] = {}
     events: list[str] = []
     if "description" in changes:
@@ -540,7 +554,7 @@ def plan_patch(
         assignee = _uuid(errors, "assigned_to", changes["assigned_to"], required=False)
         if "assigned_to" not in errors and assignee != quote.assigned_to:
             if assignee is not None and assignee not in known.active_staff:
-                errors["assigned_to"] = [UNKNOWN_ASSIGNEE]
+                unknown["assigned_to"] = [UNKNOWN_ASSIGNEE]
             else:
                 out["assigned_to"] = assignee
     status = changes.get("status")
@@ -551,6 +565,7 @@ def plan_patch(
             errors["status"] = [f"must be one of {', '.join(WORKING_STATUSES)}"]
     if errors:
         raise ValidationFailed(detail="the changes are not valid", errors=errors)
+    raise_unknown(unknown)
     decision = None
     if isinstance(status, str) and status != quote.status:
         decision = authorize_transition(actor, quote, status, attachment_kinds=attachment_kinds)

@@ -135,7 +135,8 @@ def _filtered(stmt: Any, f: dict[str, Any]) -> Any:
             QuoteRequest.po_number.ilike(like, escape="\\"),
         ]
         digits = term.upper().removeprefix("Q-").lstrip("0")
-        if digits.isdigit() and len(digits) < 15:
+        # ASCII digits only: "³".isdigit() is true, and int() refuses it
+        if digits.isascii() and digits.isdigit() and len(digits) < 15:
             conditions.append(QuoteRequest.number == int(digits))
         stmt = stmt.where(or_(*conditions))
     return stmt

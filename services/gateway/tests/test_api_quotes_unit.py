@@ -536,9 +536,10 @@ def test_comment_and_attachment_lists_are_pages(tmp_path, handler, method):
         "created_at": "2025-03-01T10:00:00+00:00",
     }
     gw = FakeGateway(tmp_path, **{method: {"items": [comment], "next_cursor": "abc"}})
-    query = load(c.OldestFirstPage, {"limit": "2", "cursor": "xyz"}, "query")
+    cursor = "1-" + "0" * 32  # a cursor as kit.pagination writes it
+    query = load(c.OldestFirstPage, {"limit": "2", "cursor": cursor}, "query")
     page = handler(make_call(gw, path={"id": QID}, query=query))
-    assert gw.quotes.calls == [(method, (QID, {"limit": 2, "cursor": "xyz"}))]
+    assert gw.quotes.calls == [(method, (QID, {"limit": 2, "cursor": cursor}))]
     assert page["next_cursor"] == "abc"
     if method == "list_comments":
         assert c.CommentSchema().dump(page["items"], many=True) == [comment]

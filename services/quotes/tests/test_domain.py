@@ -408,14 +408,14 @@ def test_portal_unit_restriction_on_create():
     actor = portal(d.PERM_REQUEST, units=(UNIT_A,))
     assert d.prepare_create(actor, description="x", unit_id=UNIT_A, known=KNOWN).unit_id == UNIT_A
     assert d.prepare_create(actor, description="x").unit_id is None
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(NotFound) as err:
         d.prepare_create(actor, description="x", unit_id=UNIT_B, known=KNOWN)
     assert err.value.errors == {"unit_id": ["unknown unit"]}
 
 
 def test_known_units_and_work_orders_are_enforced():
     actor = portal(d.PERM_REQUEST)
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(NotFound) as err:
         d.prepare_create(
             actor,
             description="x",
@@ -430,12 +430,19 @@ def test_known_units_and_work_orders_are_enforced():
     }
 
 
-def test_staff_create_refuses_a_customer_the_service_does_not_know():
-    """Another tenant's customer, or one never heard of, is simply not known here."""
+def test_malformed_input_is_a_422_before_any_unknown_reference():
     with pytest.raises(ValidationFailed) as err:
+        d.prepare_create(staff("admin"), description=" ", customer_id=OTHER_CUSTOMER, known=KNOWN)
+    assert set(err.value.errors or {}) == {"description"}
+
+
+def test_staff_create_refuses_a_customer_the_service_does_not_know():
+    """Another tenant's customer, or one never heard of, is simply not known here: 404,
+    the same answer either way (never revealing that it exists elsewhere)."""
+    with pytest.raises(NotFound) as err:
         d.prepare_create(staff("admin"), description="x", customer_id=OTHER_CUSTOMER, known=KNOWN)
     assert err.value.errors == {"customer_id": ["unknown customer"]}
-    with pytest.raises(ValidationFailed) as err:  # nothing known: nothing accepted
+    with pytest.raises(NotFound) as err:  # nothing known: nothing accepted
         d.prepare_create(staff("admin"), description="x", customer_id=CUSTOMER)
     assert err.value.errors == {"customer_id": ["unknown customer"]}
 
@@ -453,7 +460,7 @@ def test_a_unit_must_be_a_known_unit_of_the_quotes_customer(unit_customers, who)
         "portal_restricted": portal(d.PERM_REQUEST, units=(UNIT_A,)),
     }[who]
     known = d.Known(customers=frozenset({CUSTOMER}), unit_customers=unit_customers)
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(NotFound) as err:
         d.prepare_create(actor, description="x", customer_id=CUSTOMER, unit_id=UNIT_A, known=known)
     assert err.value.errors == {"unit_id": ["unknown unit"]}
 
@@ -469,7 +476,7 @@ def test_a_portal_users_customer_comes_from_its_identity_not_the_directory_copy(
     "assignee", [OTHER_CUSTOMER, INACTIVE_USER], ids=["unknown_or_other_tenant", "inactive"]
 )
 def test_patch_refuses_an_assignee_who_is_not_an_active_staff_member(assignee):
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(NotFound) as err:
         d.plan_patch(staff("manager"), Quote(), {"assigned_to": assignee}, known=KNOWN)
     assert err.value.errors == {"assigned_to": ["unknown or inactive staff member"]}
 

@@ -154,6 +154,15 @@ def refused(call: Any) -> dict[str, list[str]]:
     return err.value.errors or {}
 
 
+def unknown(call: Any) -> dict[str, list[str]]:
+    """A reference the caller may not use: not_found naming the field (the same whether
+    it exists in another tenant or nowhere)."""
+    with pytest.raises(NotFound) as err:
+        call()
+    assert err.value.code == "not_found"
+    return err.value.errors or {}
+
+
 # ------------------------------------------------------- directory copies (item 11)
 
 
@@ -190,9 +199,9 @@ def test_events_the_copies_do_not_need_are_recorded_and_ignored(core):
 
 def test_staff_of_another_tenant_cannot_create_on_this_tenants_customer(core, owner):
     shop, other = Shop(core), Shop(core)
-    errors = refused(lambda: other.quote(customer_id=shop.customer))
+    errors = unknown(lambda: other.quote(customer_id=shop.customer))
     assert errors == {"customer_id": ["unknown customer"]}
-    assert refused(lambda: shop.quote(customer_id=new_id())) == {
+    assert unknown(lambda: shop.quote(customer_id=new_id())) == {
         "customer_id": ["unknown customer"]
     }
     assert count_quotes(owner, other.tenant) == 0
@@ -202,13 +211,13 @@ def test_staff_of_another_tenant_cannot_create_on_this_tenants_customer(core, ow
 def test_a_unit_must_belong_to_the_quotes_customer_and_the_callers_units(core, owner):
     shop, other = Shop(core), Shop(core)
     portal = shop.portal()
-    assert refused(lambda: shop.quote(portal, unit_id=shop.other_unit)) == {
+    assert unknown(lambda: shop.quote(portal, unit_id=shop.other_unit)) == {
         "unit_id": ["unknown unit"]
     }
-    assert refused(lambda: shop.quote(portal, unit_id=other.unit)) == {"unit_id": ["unknown unit"]}
-    assert refused(lambda: shop.quote(unit_id=shop.other_unit)) == {"unit_id": ["unknown unit"]}
+    assert unknown(lambda: shop.quote(portal, unit_id=other.unit)) == {"unit_id": ["unknown unit"]}
+    assert unknown(lambda: shop.quote(unit_id=shop.other_unit)) == {"unit_id": ["unknown unit"]}
     restricted = shop.portal(units=())
-    assert refused(lambda: shop.quote(restricted, unit_id=shop.unit)) == {
+    assert unknown(lambda: shop.quote(restricted, unit_id=shop.unit)) == {
         "unit_id": ["unknown unit"]
     }
     assert count_quotes(owner, shop.tenant) == 0
@@ -223,7 +232,7 @@ def test_assignee_must_be_an_active_staff_member_of_the_tenant(core, who):
     quote = shop.quote()
     assignee = {"other_tenant": other.advisor, "inactive": shop.gone, "never_seen": new_id()}[who]
     service = shop.service(shop.staff())
-    errors = refused(lambda: service.update_quote_request(quote["id"], {"assigned_to": assignee}))
+    errors = unknown(lambda: service.update_quote_request(quote["id"], {"assigned_to": assignee}))
     assert errors == {"assigned_to": ["unknown or inactive staff member"]}
     assert service.get_quote_request(quote["id"])["assigned_to"] is None
     done = service.update_quote_request(quote["id"], {"assigned_to": shop.advisor})
@@ -235,7 +244,7 @@ def test_a_staff_member_deactivated_later_can_no_longer_be_assigned(core):
     quote = shop.quote()
     shop.tell("directory.staff_user.updated", shop.staff_fact(shop.advisor, False))
     service = shop.service(shop.staff())
-    errors = refused(
+    errors = unknown(
         lambda: service.update_quote_request(quote["id"], {"assigned_to": shop.advisor})
     )
     assert errors == {"assigned_to": ["unknown or inactive staff member"]}
