@@ -491,3 +491,12 @@ def test_comments_and_attachments_page_oldest_first(core):
     stranger = shop.service(shop.portal(units=()))  # sees nothing it did not create
     with pytest.raises(NotFound):
         stranger.list_comments(quote["id"], {})
+
+
+@pytest.mark.parametrize("term", ["³", "Q-²", "١٢"])  # digits str.isdigit() knows, int() not all
+def test_a_search_for_digits_of_other_scripts_is_text_not_a_number(core, term):
+    shop = Shop(core)
+    shop.quote(description=f"Part {term}")
+    service = shop.service(shop.staff())
+    assert len(service.list_quote_requests({"q": term})["items"]) == 1
+    assert len(service.export_quote_requests({"q": term})["items"]) == 1
