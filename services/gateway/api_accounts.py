@@ -12,8 +12,12 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
+from kit.context import PORTAL_PERMISSIONS
+from kit.errors import NotFound
 from services.gateway import domain
 from services.gateway.api_directory import (
+    EMAIL,
+    TIME_ZONE,
     Text,
     apply,
     claim_email,
@@ -54,20 +58,31 @@ class PortalAccountSchema(Schema):
 class AccountFields(Schema):
     """No password here, ever: the person sets it through their invitation or a reset."""
 
-    email = Text(validate=validate.Length(min=3, max=320))
+    email = Text(validate=[validate.Length(min=3, max=320), EMAIL])
     first_name = Text(validate=validate.Length(min=1, max=100))
     last_name = Text(validate=validate.Length(min=1, max=100))
-    time_zone = Str(validate=validate.Length(min=1, max=64))
+    time_zone = Str(validate=TIME_ZONE)
     permissions = fields.List(
-        Str(validate=validate.Length(max=32)), validate=validate.Length(max=20)
+        Str(validate=validate.OneOf(PORTAL_PERMISSIONS)), validate=validate.Length(max=20)
     )
-    unit_ids = fields.List(fields.UUID(), allow_none=True, validate=validate.Length(max=1000))
+    unit_ids = fields.List(
+        fields.UUID(),
+        allow_none=True,
+        validate=validate.Length(max=1000),
+        metadata={
+            "description": "Units of this customer (null: all of them); any other id is "
+            "404 not_found with an error under unit_ids"
+        },
+    )
     enabled = fields.Boolean()
-    contact_id = fields.UUID(allow_none=True)
+    contact_id = fields.UUID(
+        allow_none=True,
+        metadata={"description": "A contact of this customer; any other is 404 not_found"},
+    )
 
 
 class AccountCreate(AccountFields):
-    email = Text(required=True, validate=validate.Length(min=3, max=320))
+    email = Text(required=True, validate=[validate.Length(min=3, max=320), EMAIL])
     first_name = Text(required=True, validate=validate.Length(min=1, max=100))
     last_name = Text(required=True, validate=validate.Length(min=1, max=100))
 
@@ -91,7 +106,9 @@ def _account_values(
         found = uow.session.scalars(
             select(Unit.id).where(Unit.customer_id == customer_id, Unit.id.in_(wanted))
         )
-        domain.raise_if(domain.check_unit_ids(wanted, found))
+        foreign = domain.check_unit_ids(wanted, found)
+        if foreign:  # another customer's, another tenant's or none: never say which
+            raise NotFound("No such unit for this customer.", foreign)
         values["unit_ids"] = wanted
     elif "unit_ids" in body:
         values["unit_ids"] = None
@@ -101,7 +118,7 @@ def _account_values(
             Contact.id == contact_id, Contact.customer_id == customer_id
         )
         if uow.session.scalar(ours) is None:
-            domain.raise_if({"contact_id": ["Not a contact of this customer."]})
+            raise NotFound("No such contact.", {"contact_id": ["Not a contact of this customer."]})
         values["contact_id"] = contact_id
     elif "contact_id" in body:
         values["contact_id"] = None

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from services.gateway import domain
-from services.gateway.api_directory import features_field
+from services.gateway.api_directory import TIME_ZONE, Text, features_field
 from services.gateway.features import approval_terms, caller_features
 from services.gateway.models import PortalAccount, StaffUser
 from services.gateway.web import ANY_CALLER, PUBLIC, ApiError, Call, route
@@ -56,9 +56,9 @@ class MeSchema(Schema):
 
 
 class MePatch(Schema):
-    first_name = Str(required=True, validate=validate.Length(min=1, max=100))
-    last_name = Str(required=True, validate=validate.Length(min=1, max=100))
-    time_zone = Str(validate=validate.Length(min=1, max=64))
+    first_name = Text(required=True, validate=validate.Length(min=1, max=100))
+    last_name = Text(required=True, validate=validate.Length(min=1, max=100))
+    time_zone = Str(validate=TIME_ZONE)
 
 
 def _client_address(call: Call) -> str:

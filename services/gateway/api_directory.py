@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from kit.errors import Conflict, NotFound
 from services.gateway import domain
 from services.gateway.models import Contact, Customer, PortalAccount, StaffUser, Unit
+from services.gateway.openapi import NOT_BLANK, TEXT_REFUSED, WHITESPACE, padded
 from services.gateway.web import (
     PORTAL,
     STAFF,
@@ -36,12 +37,38 @@ UNIQUE_VIOLATION = "23505"  # PostgreSQL SQLSTATE
 
 
 class Text(fields.String):
-    """A string trimmed of surrounding whitespace before its validators run."""
+    """A string trimmed of surrounding whitespace before its validators run.
+
+    Its length limits also hold for the text as sent, as the OpenAPI document's
+    ``maxLength`` says (a value at the limit padded with spaces is too long), and the
+    document allows whitespace around a value its ``pattern`` describes."""
 
     strips = True  # the OpenAPI document then asks for a non-blank value if one is required
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        return super()._deserialize(value, attr, data, **kwargs).strip()
+        text = super()._deserialize(value, attr, data, **kwargs)
+        for validator in self.validators:
+            if isinstance(validator, validate.Length):
+                validator(text)
+        return text.strip()
+
+
+# Addresses and numbers as domain.EMAIL_RE and domain.PHONE_RE read them (after
+# trimming), spelled so that Python and JSON Schema (ECMA 262) read them alike and
+# refusing what kit.text refuses: the OpenAPI document states them exactly.
+_ADDRESS_CHAR = f"[^@{TEXT_REFUSED}{WHITESPACE}]"
+EMAIL_PATTERN = f"^{_ADDRESS_CHAR}{{1,64}}@{_ADDRESS_CHAR}+\\.{_ADDRESS_CHAR}{{2,}}$"
+# PHONE_RE is ^\+?[0-9 ()\-.]{6,20}$; trimmed, it neither starts nor ends with a space.
+_PHONE_CHAR, _PHONE_EDGE = "[0-9 ()\\-.]", "[0-9()\\-.]"
+PHONE_PATTERN = (
+    f"^(?:\\+{_PHONE_CHAR}{{5,19}}{_PHONE_EDGE}|{_PHONE_EDGE}{_PHONE_CHAR}{{4,18}}{_PHONE_EDGE})$"
+)
+EMAIL = validate.Regexp(EMAIL_PATTERN, error="Not a valid email address.")
+PHONE = validate.Regexp(PHONE_PATTERN, error="Not a valid phone number.")
+# A contact's email or phone may be cleared: blank (or null) means none.
+EMAIL_OR_BLANK = validate.Regexp(f"^(?:{EMAIL_PATTERN[1:-1]})?$", error=EMAIL.error)
+PHONE_OR_BLANK = validate.Regexp(f"^(?:{PHONE_PATTERN[1:-1]})?$", error=PHONE.error)
+TIME_ZONE = validate.OneOf(sorted(domain.time_zones()), error="Not an IANA time zone name.")
 
 
 def features_field(**kwargs: Any) -> fields.Dict:
@@ -261,14 +288,37 @@ class ContactSchema(Schema):
     created_at = fields.DateTime(required=True)
 
 
+def _needs(notify_by: tuple[str, ...], name: str, pattern: str) -> dict[str, Any]:
+    """JSON Schema: notifying by one of ``notify_by`` needs a ``name`` matching ``pattern``
+    (``notify_by`` absent or another value: no condition)."""
+    others = [v for v in domain.NOTIFY_BY if v not in notify_by]
+    return {
+        "anyOf": [
+            {"properties": {"notify_by": {"enum": others}}},
+            {"required": [name], "properties": {name: {"type": "string", "pattern": pattern}}},
+        ]
+    }
+
+
 class ContactFields(Schema):
     first_name = Text(validate=validate.Length(min=1, max=100))
     last_name = Text(validate=validate.Length(min=1, max=100))
-    email = Text(allow_none=True, validate=validate.Length(max=320))
-    phone = Text(allow_none=True, validate=validate.Length(max=32))
+    email = Text(
+        allow_none=True,
+        validate=[validate.Length(max=320), EMAIL_OR_BLANK],
+        metadata={"description": "Blank or null: none"},
+    )
+    phone = Text(
+        allow_none=True,
+        validate=[validate.Length(max=32), PHONE_OR_BLANK],
+        metadata={"description": "Blank or null: none"},
+    )
     notify_by = Str(
         validate=validate.OneOf(domain.NOTIFY_BY),
-        metadata={"description": "Default: email if given, else sms, else none"},
+        metadata={
+            "description": "Default: email if given, else sms, else none. email and both "
+            "need an email address, sms and both a phone number"
+        },
     )
     is_team_manager = fields.Boolean()
 
@@ -277,9 +327,38 @@ class ContactCreate(ContactFields):
     first_name = Text(required=True, validate=validate.Length(min=1, max=100))
     last_name = Text(required=True, validate=validate.Length(min=1, max=100))
 
+    # The body alone must name the address (or number) it asks to be notified at.
+    OPENAPI_RULES = {
+        "allOf": [
+            _needs(("email", "both"), "email", padded(EMAIL_PATTERN)),
+            _needs(("sms", "both"), "phone", padded(PHONE_PATTERN)),
+        ]
+    }
+
 
 class ContactPatch(ContactFields):
+    """A change whose result would notify by a channel the contact has no address for
+    is 409 conflict when the stored contact is what lacks it, 422 when the body says both."""
+
     version = fields.Integer(validate=validate.Range(min=1))
+
+    # A body that sets notify_by and clears the address it needs is invalid on its own.
+    OPENAPI_RULES = {
+        "allOf": [
+            {
+                "anyOf": [
+                    {"properties": {"notify_by": {"enum": ["sms", "none"]}}},
+                    {"properties": {"email": {"type": "string", "pattern": padded(EMAIL_PATTERN)}}},
+                ]
+            },
+            {
+                "anyOf": [
+                    {"properties": {"notify_by": {"enum": ["email", "none"]}}},
+                    {"properties": {"phone": {"type": "string", "pattern": padded(PHONE_PATTERN)}}},
+                ]
+            },
+        ]
+    }
 
 
 def _contact_event(uow: Any, event: str, c: Contact) -> None:
@@ -297,7 +376,7 @@ def _contact_event(uow: Any, event: str, c: Contact) -> None:
     )
 
 
-def _contact_values(body: dict[str, Any], current: Contact | None) -> dict[str, Any]:
+def contact_values(body: dict[str, Any], current: Contact | None) -> dict[str, Any]:
     """The contact's fields after this change, checked as a whole."""
     values = pick(body, "first_name", "last_name", "email", "phone", "is_team_manager")
     if "email" in values:
@@ -309,7 +388,13 @@ def _contact_values(body: dict[str, Any], current: Contact | None) -> dict[str, 
     values["notify_by"] = body.get("notify_by") or (
         current.notify_by if current else domain.default_notify_by(email, phone)
     )
-    domain.raise_if(domain.check_contact(email, phone, values["notify_by"]))
+    errors = domain.check_contact(email, phone, values["notify_by"])
+    # The body alone is at fault (422) when it names both the channel and the missing
+    # address; otherwise the stored contact lacks what the change needs: 409.
+    stated = "notify_by" in body and all(name in values for name in errors)
+    if errors and current is not None and not stated:
+        raise Conflict("The contact has no address for that notification channel.", errors)
+    domain.raise_if(errors)
     return values
 
 
@@ -344,7 +429,7 @@ def create_contact(call: Call) -> Any:
     domain.require_directory_writer(call.require_actor())
     with call.gw.db.unit_of_work() as uow:
         customer = fetch(uow, Customer, call.path["id"])
-        values = {"is_team_manager": False, **_contact_values(call.body, None)}
+        values = {"is_team_manager": False, **contact_values(call.body, None)}
         contact = Contact(customer_id=customer.id, **values)
         uow.session.add(contact)
         uow.session.flush()
@@ -366,7 +451,7 @@ def patch_contact(call: Call) -> Any:
     with call.gw.db.unit_of_work() as uow:
         contact = fetch(uow, Contact, call.path["id"], lock=True)
         domain.check_version(contact.version, expected_version(call))
-        if apply(contact, _contact_values(call.body, contact)):
+        if apply(contact, contact_values(call.body, contact)):
             contact.version += 1
             _contact_event(uow, "directory.contact.updated", contact)
         return contact
@@ -385,6 +470,14 @@ class UnitSchema(Schema):
 
 
 class UnitCreate(Schema):
+    # At least one of make, model, serial and fleet_number is not blank.
+    OPENAPI_RULES = {
+        "anyOf": [
+            {"required": [name], "properties": {name: {"pattern": NOT_BLANK}}}
+            for name in ("make", "model", "serial", "fleet_number")
+        ]
+    }
+
     make = Text(load_default="", validate=validate.Length(max=100))
     model = Text(load_default="", validate=validate.Length(max=100))
     serial = Text(load_default="", validate=validate.Length(max=64))

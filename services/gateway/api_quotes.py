@@ -447,6 +447,9 @@ def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
     kind = kinds[0] if kinds else "attachment"
     if len(kinds) > 1 or kind not in ATTACHMENT_KINDS:
         errors["kind"] = [f"must be one of {', '.join(ATTACHMENT_KINDS)}"]
+    # As in JSON bodies, a part the upload does not have is refused, not ignored.
+    for name in sorted((set(files) | set(form)) - {"file", "kind"}):
+        errors[name] = ["Unknown field."]
     if errors:
         raise ApiError("validation_failed", "The upload is not valid.", errors)
     storage = uploads[0]

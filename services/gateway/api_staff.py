@@ -19,6 +19,8 @@ from kit.errors import NotFound
 from services.gateway import domain
 from services.gateway.api_auth import TokenResponse
 from services.gateway.api_directory import (
+    EMAIL,
+    TIME_ZONE,
     Text,
     apply,
     claim_email,
@@ -74,17 +76,19 @@ class UserFields(Schema):
 
     first_name = Text(validate=validate.Length(min=1, max=100))
     last_name = Text(validate=validate.Length(min=1, max=100))
-    time_zone = Str(validate=validate.Length(min=1, max=64))
-    roles = fields.List(Str(validate=validate.Length(max=32)), validate=validate.Length(max=10))
+    time_zone = Str(validate=TIME_ZONE)
+    roles = fields.List(
+        Str(validate=validate.OneOf(STAFF_ROLES)), validate=validate.Length(min=1, max=10)
+    )
     active = fields.Boolean()
 
 
 class UserCreate(UserFields):
-    email = Text(required=True, validate=validate.Length(min=3, max=320))
+    email = Text(required=True, validate=[validate.Length(min=3, max=320), EMAIL])
     first_name = Text(required=True, validate=validate.Length(min=1, max=100))
     last_name = Text(required=True, validate=validate.Length(min=1, max=100))
     roles = fields.List(
-        Str(validate=validate.Length(max=32)),
+        Str(validate=validate.OneOf(STAFF_ROLES)),
         required=True,
         validate=validate.Length(min=1, max=10),
     )
@@ -246,8 +250,9 @@ class SettingsPatch(Schema):
     )
     currency = Str(validate=validate.Regexp(domain.CURRENCY_RE, error="ISO 4217, e.g. USD"))
     reason_codes = fields.List(
-        Str(validate=validate.Length(min=1, max=64)),
+        Text(validate=validate.Length(min=1, max=64)),
         validate=validate.Length(max=domain.MAX_REASON_CODES),
+        metadata={"description": "Trimmed; repeats count once"},
     )
     notify_new_request_roles = fields.List(
         Str(validate=validate.OneOf(STAFF_ROLES)),

@@ -37,7 +37,9 @@ _ALWAYS_BAD = (
     + BIDI_CONTROLS.encode("unicode_escape").decode()
     + "\\u2028\\u2029"
 )
-SINGLE_LINE_CHAR = f"[^{_ALWAYS_BAD}\\t\\n]"
+# What single-line text refuses, as a character class body.
+TEXT_REFUSED = f"{_ALWAYS_BAD}\\t\\n"
+SINGLE_LINE_CHAR = f"[^{TEXT_REFUSED}]"
 MULTI_LINE_CHAR = f"[^{_ALWAYS_BAD}]"
 SINGLE_LINE = f"^{SINGLE_LINE_CHAR}*$"
 # CRLF is accepted (stored as LF); a lone CR is not.
@@ -52,8 +54,22 @@ def _whitespace_class() -> str:
 
 
 WHITESPACE = _whitespace_class()
+# A character that is neither refused nor whitespace (str.strip() keeps it).
+VISIBLE_CHAR = f"[^{_ALWAYS_BAD}\\t\\n{WHITESPACE}]"
 # A single-line text that is not only whitespace.
-NOT_BLANK = f"^{SINGLE_LINE_CHAR}*[^{_ALWAYS_BAD}\\t\\n{WHITESPACE}]{SINGLE_LINE_CHAR}*$"
+NOT_BLANK = f"^{SINGLE_LINE_CHAR}*{VISIBLE_CHAR}{SINGLE_LINE_CHAR}*$"
+# A multi-line text that is not only whitespace (line breaks and tabs are whitespace).
+MULTI_LINE_NOT_BLANK = f"^(?:{MULTI_LINE_CHAR}|\\r\\n)*{VISIBLE_CHAR}(?:{MULTI_LINE_CHAR}|\\r\\n)*$"
+# Whitespace a trimmed field may have around its value.
+PADDING = f"[{WHITESPACE}]*"
+
+
+def padded(pattern: str) -> str:
+    """The pattern ``^X$`` of a trimmed value, as the text sent may read: X with any
+    whitespace around it (X must neither start nor end with whitespace)."""
+    assert pattern.startswith("^") and pattern.endswith("$"), pattern
+    return f"^{PADDING}(?:{pattern[1:-1]}){PADDING}$"
+
 
 UNPROCESSABLE = (
     "Validation failed: `errors` names each field and what is wrong with it. Besides the "
@@ -116,7 +132,9 @@ def _is_input(field: fields.Field) -> bool:
 
 
 def _strips(field: fields.Field) -> bool:
-    return bool(getattr(field, "strips", False))
+    """The value is trimmed of surrounding whitespace before it is checked: a gateway
+    ``Text`` field, or one a service trims (``metadata={"strips": True}``)."""
+    return bool(getattr(field, "strips", False) or field.metadata.get("strips"))
 
 
 def _min_length(field: fields.Field) -> int:
@@ -130,12 +148,13 @@ def text_rules(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) ->
     if not _is_input(field):
         return {}
     if "pattern" in ret:
-        return {}  # the field's own pattern is stricter (checked by the tests)
+        # The field's own pattern is stricter (checked by the tests); a trimmed field's
+        # is checked after trimming, so the text sent may have whitespace around it.
+        return {"pattern": padded(ret["pattern"])} if _strips(field) else {}
+    required = _strips(field) and _min_length(field) > 0
     if field.metadata.get("multiline"):
-        return {"pattern": MULTI_LINE}
-    if _strips(field) and _min_length(field) > 0:
-        return {"pattern": NOT_BLANK}
-    return {"pattern": SINGLE_LINE}
+        return {"pattern": MULTI_LINE_NOT_BLANK if required else MULTI_LINE}
+    return {"pattern": NOT_BLANK if required else SINGLE_LINE}
 
 
 def dict_rules(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -163,11 +182,13 @@ def _problem(description: str, status: int) -> dict[str, Any]:
     return out
 
 
+def operation_id(route: Route) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", f"{route.method.lower()}{route.path}").strip("_")
+
+
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
-        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{route.method.lower()}{route.path}").strip(
-            "_"
-        ),
+        "operationId": operation_id(route),
         "summary": route.summary,
         "tags": [route.tag],
         "parameters": [
@@ -221,6 +242,7 @@ def _operation(route: Route) -> dict[str, Any]:
                             },
                             "kind": {"type": "string", "enum": ["attachment", "quote_document"]},
                         },
+                        "additionalProperties": False,
                     }
                 }
             },
@@ -258,7 +280,10 @@ def _operation(route: Route) -> dict[str, Any]:
     if "{" in route.path or route.callers:
         errors[404] = "Not found (or outside the caller's scope)"
     if route.method in ("POST", "PATCH", "PUT", "DELETE"):
-        errors[409] = "Conflict: invalid transition or stale version"
+        errors[409] = (
+            "Conflict with the resource's current state: an invalid transition, a stale "
+            "version, or a change its stored values do not allow"
+        )
         errors[415] = "Unsupported media type"
     if route.multipart:
         errors[413] = "Upload too large"
