@@ -712,3 +712,42 @@ def test_malformed_bodies_and_routes_are_problems(system):
     wrong = requests.post(f"{api}/openapi.json", timeout=20)
     _problem(wrong, 405, "method_not_allowed")
     assert wrong.headers["Allow"] == "GET, HEAD"
+
+
+def test_state_conflicts_are_409_and_foreign_references_404(system):
+    """What the document cannot know: a change the stored contact does not allow is 409
+    (the same change stating both the channel and no address is 422, as documented);
+    a unit or contact of another customer in a portal account is 404, like any record
+    outside the caller's scope."""
+    admin = system.staff("admin")
+    suffix = uuid.uuid4().hex[:8]
+    mine = _ok(admin.post("/customers", {"name": f"Mine {suffix}"}), 201)
+    theirs = _ok(admin.post("/customers", {"name": f"Theirs {suffix}"}), 201)
+    contact = _ok(
+        admin.post(
+            f"/customers/{mine['id']}/contacts",
+            {"first_name": "A", "last_name": "B", "email": f"a-{suffix}@x.example"},
+        ),
+        201,
+    )
+    assert contact["notify_by"] == "email"
+    r = admin.patch(f"/contacts/{contact['id']}", {"notify_by": "sms"})
+    assert _problem(r, 409, "conflict")["errors"] == {
+        "phone": ["A phone number is needed to notify by SMS."]
+    }
+    r = admin.patch(f"/contacts/{contact['id']}", {"email": None})
+    assert set(_problem(r, 409, "conflict")["errors"]) == {"email"}
+    r = admin.patch(f"/contacts/{contact['id']}", {"notify_by": "sms", "phone": None})
+    assert set(_problem(r, 422, "validation_failed")["errors"]) == {"phone"}
+    done = _ok(admin.patch(f"/contacts/{contact['id']}", {"notify_by": "sms", "phone": "555 0100"}))
+    assert (done["notify_by"], done["phone"]) == ("sms", "555 0100")
+
+    their_unit = _ok(admin.post(f"/customers/{theirs['id']}/units", {"make": "X"}), 201)
+    their_contact = _ok(
+        admin.post(f"/customers/{theirs['id']}/contacts", {"first_name": "C", "last_name": "D"}),
+        201,
+    )
+    base = {"email": f"p-{suffix}@x.example", "first_name": "P", "last_name": "Q"}
+    for field, value in (("unit_ids", [their_unit["id"]]), ("contact_id", their_contact["id"])):
+        r = admin.post(f"/customers/{mine['id']}/portal-accounts", {**base, field: value})
+        assert set(_problem(r, 404, "not_found")["errors"]) == {field}
