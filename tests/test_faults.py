@@ -449,7 +449,8 @@ def test_notify_killed_mid_burst_loses_nothing(cluster: Cluster) -> None:
     cluster.eventually(lambda: _unpublished(cluster) == 0, "outboxes published")
     committed = cluster.sql(
         "select id::text from quotes.outbox where type like 'quote_request.%'"
-        " union all select id::text from gateway.outbox where type like 'directory.%'"
+        " union all select id::text from gateway.outbox"
+        " where type like 'directory.%' or type like 'auth.%'"
     )
     committed_ids = [r[0] for r in committed]
     cluster.eventually(

@@ -130,6 +130,7 @@ SETTINGS_FIELDS = (
     "tax_rate_bp",
     "currency",
     "reason_codes",
+    "notify_new_request_roles",
 )
 
 

@@ -42,7 +42,7 @@ from kit.context import PORTAL_PERMISSIONS
 from services.gateway import domain
 from services.gateway.tokens import KeyRing, TokenService
 from services.gateway.web import ROUTES, Route
-from tests.support import ROOT, Client, invite_portal_user
+from tests.support import ROOT, Client, invite_portal_user, wait_for
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 PROBLEM_KEYS = {"type", "title", "status", "code", "detail"}
@@ -60,6 +60,7 @@ ID_BY_COLLECTION = {
     "portal-accounts": "portal_account",
     "quote-requests": "quote",
     "users": "user",
+    "notifications": "notification",
 }
 ID_BY_PARAM = {"cid": "comment", "aid": "attachment"}
 
@@ -233,6 +234,12 @@ def other_tenant_admin(system: Any) -> Client:
     return system.anonymous().login(slug, email, password)
 
 
+def _feed_item(client: Client, quote_id: str) -> str | None:
+    """The id of an unread item about that quote in the caller's in-app feed."""
+    feed = ok(client.get("/notifications", params={"limit": 200}))["items"]
+    return next((n["id"] for n in feed if n["record_id"] == quote_id and not n["read"]), None)
+
+
 def snapshot(world: World) -> dict[str, Any]:
     """What a refused write could have changed, as the demo tenant's admin sees it."""
     admin, ids = world.clients["admin"], world.ids
@@ -242,7 +249,9 @@ def snapshot(world: World) -> dict[str, Any]:
     def versions(items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         return sorted((i["id"], i.get("version"), i.get("status")) for i in items)
 
+    feed = ok(world.clients["portal"].get("/notifications", params={"limit": 200}))["items"]
     return {
+        "portal_feed_read": sorted((n["id"], n["read"]) for n in feed),
         "quote": {k: quote[k] for k in ("status", "version", "po_number", "attachment_count")},
         "comments": sorted(
             c["id"] for c in ok(admin.get(f"/quote-requests/{ids['quote']}/comments"))["items"]
@@ -303,6 +312,8 @@ def world(system: Any) -> World:
         "comment": comment["id"],
         "attachment": attachment["id"],
         "user": next(u["id"] for u in users if "advisor" in u["roles"]),
+        # The advisor's comment reaches the customer's in-app feed (after the event).
+        "notification": wait_for(lambda: _feed_item(portal, qid), timeout=20),
     }
 
     # Demo accounts without one permission each.
