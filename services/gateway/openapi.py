@@ -26,6 +26,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from kit.errors import STATUS_BY_CODE
 from kit.text import BIDI_CONTROLS
 from services.gateway.web import API_PREFIX, ROUTES, Route
 
@@ -83,7 +84,13 @@ class ProblemSchema(Schema):
     type = fields.String(required=True)
     title = fields.String(required=True)
     status = fields.Integer(required=True)
-    code = fields.String(required=True)
+    code = fields.String(
+        required=True,
+        metadata={
+            "description": "Stable error code; each error response lists the codes its status"
+            " carries. A 422 may also carry a rule of the domain, e.g. quote_document_required."
+        },
+    )
     detail = fields.String(required=True)
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
 
@@ -173,9 +180,15 @@ def dict_rules(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) ->
 
 
 # --- operations ------------------------------------------------------------------------
+def _codes(status: int) -> str:
+    """The stable codes an error status carries, from kit.errors' one table."""
+    codes = sorted(code for code, s in STATUS_BY_CODE.items() if s == status)
+    return f" (code: {', '.join(codes)})" if codes else ""
+
+
 def _problem(description: str, status: int) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "description": description,
+        "description": description + _codes(status),
         "headers": {"X-Request-Id": REQUEST_ID, **RESPONSE_HEADERS.get(status, {})},
         "content": {"application/problem+json": {"schema": ProblemSchema}},
     }
@@ -334,7 +347,10 @@ def openapi_document() -> dict[str, Any]:
         openapi_version="3.1.0",
         plugins=[plugin],
         info={
-            "description": "Customer portal for service shops. Errors are application/problem+json."
+            "description": "Customer portal for service shops. Errors are application/problem+json,"
+            " also those the web server gives before any route: 400 malformed_request,"
+            " 405 method_not_allowed, 414 uri_too_long, 431 headers_too_large,"
+            " 505 http_version_not_supported."
         },
         servers=[{"url": API_PREFIX}],
     )
