@@ -1,4 +1,10 @@
-"""A content-addressed file store on local disk.
+"""The blob store: content-addressed files that every service process can reach.
+
+One interface for all services: ``put`` (bytes in, SHA-256 hex digest out), ``get``,
+``open``, ``exists`` and ``size`` by that digest. Any process builds it with
+:func:`store_from_settings` (nameko services inject it with :class:`Blobs`); all of
+them point ``BLOB_DIR`` at the same directory (one volume mounted by every service pod
+in Kubernetes), so a file stored by the gateway is read by notify or estimates.
 
 Files live at ``<root>/<aa>/<bb>/<sha256>``: the name is the SHA-256 of the bytes, so
 the same content is stored once and a name can never point outside the root (only
@@ -7,6 +13,7 @@ the target directory, are fsynced and then renamed into place, so a reader never
 a half-written file and a crash leaves at most a stray temporary file behind.
 
 The root is a plain directory: it must not be inside anything a web server serves.
+A store refuses anything larger than its ``max_bytes`` (``PayloadTooLarge``).
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ from typing import Any, BinaryIO
 
 from nameko.extensions import DependencyProvider
 
-from kit.config import load
-from kit.errors import NotFound
-from kit.uploads import content_hash
+from kit.config import Settings, load
+from kit.errors import NotFound, PayloadTooLarge
+from kit.uploads import MAX_UPLOAD_BYTES, content_hash
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_BLOB_BYTES = MAX_UPLOAD_BYTES
+"""The default cap on one blob: the largest file the gateway accepts."""
 
 
 class InvalidBlobId(ValueError):
@@ -34,12 +43,20 @@ class InvalidBlobId(ValueError):
 
 
 class BlobStore:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, max_bytes: int = MAX_BLOB_BYTES) -> None:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
         self.root = Path(root).resolve()
+        self.max_bytes = max_bytes
 
     # --- public -----------------------------------------------------------------------
     def put(self, data: bytes) -> str:
-        """Store ``data`` (once) and return its SHA-256 hex digest."""
+        """Store ``data`` (once) and return its SHA-256 hex digest.
+
+        ``PayloadTooLarge`` over ``max_bytes``; nothing is written then.
+        """
+        if len(data) > self.max_bytes:
+            raise PayloadTooLarge(detail=f"files are limited to {self.max_bytes} bytes")
         digest = content_hash(data)
         target = self._path(digest)
         if target.is_file():
@@ -68,8 +85,20 @@ class BlobStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise NotFound("The file is no longer available.") from exc
 
+    def get(self, sha256: str) -> bytes:
+        """The stored bytes; ``NotFound`` when there are none."""
+        with self.open(sha256) as fh:
+            return fh.read()
+
     def exists(self, sha256: str) -> bool:
         return self._path(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        """The stored size in bytes; ``NotFound`` when there is no such blob."""
+        try:
+            return self._path(sha256).stat().st_size
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound("The file is no longer available.") from exc
 
     def ensure_root(self) -> None:
         """Create the root (mode 0750) if it is missing."""
@@ -116,6 +145,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def store_from_settings(settings: Settings | None = None) -> BlobStore:
+    """The process's store, rooted at ``BLOB_DIR`` (``Settings.blob_dir``), root created."""
+    store = BlobStore((settings or load()).blob_dir)
+    store.ensure_root()
+    return store
+
+
 class Blobs(DependencyProvider):
     """One :class:`BlobStore` per process, rooted at ``BLOB_DIR`` (``Settings.blob_dir``)."""
 
@@ -123,8 +159,7 @@ class Blobs(DependencyProvider):
         self.store: BlobStore | None = None
 
     def setup(self) -> None:
-        self.store = BlobStore(load().blob_dir)
-        self.store.ensure_root()
+        self.store = store_from_settings()
 
     def get_dependency(self, worker_ctx: Any) -> BlobStore:
         assert self.store is not None

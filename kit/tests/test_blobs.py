@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from kit.blobs import DIR_MODE, FILE_MODE, BlobStore, InvalidBlobId
-from kit.errors import NotFound
+from kit.blobs import DIR_MODE, FILE_MODE, MAX_BLOB_BYTES, BlobStore, InvalidBlobId
+from kit.errors import NotFound, PayloadTooLarge
 
 
 @pytest.fixture
@@ -123,3 +125,48 @@ def test_root_is_resolved_so_relative_roots_do_not_move_with_the_cwd(tmp_path, m
     assert store.root == (tmp_path / "var" / "blobs").resolve()
     digest = store.put(b"x")
     assert (tmp_path / "var" / "blobs" / digest[:2] / digest[2:4] / digest).is_file()
+
+
+def test_get_and_size_read_a_blob_back_and_missing_ones_are_not_found(store):
+    digest = store.put(b"%PDF-1.4 body")
+    assert store.get(digest) == b"%PDF-1.4 body"
+    assert store.size(digest) == len(b"%PDF-1.4 body")
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    with pytest.raises(NotFound):
+        store.get(missing)
+    with pytest.raises(NotFound):
+        store.size(missing)
+    with pytest.raises(InvalidBlobId):
+        store.get("../../etc/passwd")
+
+
+def test_a_blob_over_the_cap_is_refused_and_nothing_is_written(tmp_path):
+    store = BlobStore(tmp_path / "blobs", max_bytes=8)
+    assert store.get(store.put(b"12345678")) == b"12345678"
+    with pytest.raises(PayloadTooLarge):
+        store.put(b"123456789")
+    assert not store.exists(hashlib.sha256(b"123456789").hexdigest())
+    assert BlobStore(tmp_path / "b").max_bytes == MAX_BLOB_BYTES
+    with pytest.raises(ValueError):
+        BlobStore(tmp_path / "c", max_bytes=0)
+
+
+def test_another_process_with_the_same_blob_dir_reads_what_this_one_stored(tmp_path):
+    # Services run in separate processes (pods) that share BLOB_DIR: one writes, one reads.
+    root = tmp_path / "shared"
+    env = {**os.environ, "BLOB_DIR": str(root)}
+    code = (
+        "import sys; from kit.blobs import store_from_settings; "
+        "print(store_from_settings().put(sys.stdin.buffer.read()))"
+    )
+    written = subprocess.run(
+        [sys.executable, "-c", code],
+        input=b"from the gateway",
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    digest = written.stdout.decode().strip()
+    assert BlobStore(root).get(digest) == b"from the gateway"
+    assert _mode(root) == DIR_MODE
