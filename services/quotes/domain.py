@@ -25,11 +25,11 @@ from typing import Protocol
 from kit.errors import (
     DomainError,
     Forbidden,
-    InvalidTransition,
     NotFound,
     ValidationFailed,
     VersionConflict,
 )
+from kit.statemachine import Clause, Entry, Machine, Refusal, Who
 from kit.text import TextError
 from kit.text import clean as clean_text
 
@@ -58,16 +58,6 @@ DECISION_CALLS: Mapping[str, str] = MappingProxyType(
     {APPROVED: "approve", DENIED: "deny", CANCELLED: "cancel"}
 )
 
-TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        PENDING: frozenset({IN_PROCESS, CANCELLED}),
-        IN_PROCESS: frozenset({CUSTOMER_APPROVAL_NEEDED, CANCELLED}),
-        CUSTOMER_APPROVAL_NEEDED: frozenset({APPROVED, DENIED, IN_PROCESS, CANCELLED}),
-        APPROVED: frozenset(),
-        DENIED: frozenset(),
-        CANCELLED: frozenset(),
-    }
-)
 
 # --- events -------------------------------------------------------------------------
 
@@ -95,15 +85,6 @@ EVENTS: tuple[str, ...] = (
     EVENT_COMMENT_ADDED,
     EVENT_COMMENT_DELETED,
     EVENT_ATTACHMENT_ADDED,
-)
-
-_EVENT_BY_TARGET: Mapping[str, str] = MappingProxyType(
-    {
-        CUSTOMER_APPROVAL_NEEDED: EVENT_APPROVAL_REQUESTED,
-        APPROVED: EVENT_APPROVED,
-        DENIED: EVENT_DENIED,
-        CANCELLED: EVENT_CANCELLED,
-    }
 )
 
 # --- callers ------------------------------------------------------------------------
@@ -196,18 +177,77 @@ class QuoteDocumentRequired(DomainError):
 
 # --- state machine ------------------------------------------------------------------
 
+# The capacity a caller decides in: the customer themself, or staff recording the
+# customer's decision on their behalf (``Decision.on_behalf``).
+AS_STAFF = "staff"
+AS_CUSTOMER = "customer"
+ON_BEHALF = "on_behalf"
+
+
+def _is_portal(actor: ActorLike) -> bool:
+    return actor.kind == "portal"
+
+
+def _portal_with(permission: str) -> Clause[ActorLike]:
+    """Portal users need ``permission`` (``permission_required`` without it)."""
+    return Clause(
+        applies=_is_portal,
+        allowed=lambda actor: permission in actor.permissions,
+        capacity=AS_CUSTOMER,
+        refusal=Refusal(f"{permission} permission required", code="permission_required"),
+    )
+
+
+def _staff_in(roles: frozenset[str], capacity: str = AS_STAFF) -> Clause[ActorLike]:
+    return Clause(applies=lambda actor: _has_role(actor, roles), capacity=capacity)
+
+
+_STAFF_MOVE: Who[ActorLike] = Who(
+    clauses=(_staff_in(QUOTE_STAFF_ROLES),),
+    otherwise=Refusal("only shop staff may move a quote request to {target}"),
+)
+_NOT_YOURS = Refusal("this caller may not do that to a quote request")
+# Approve or deny: the customer (quotes.approve), or a manager on their behalf.
+_DECIDE: Who[ActorLike] = Who(
+    clauses=(_portal_with(PERM_APPROVE), _staff_in(MANAGER_ROLES, ON_BEHALF)),
+    otherwise=_NOT_YOURS,
+)
+# Cancel: the customer who may request quotes, or quote staff.
+_CANCEL: Who[ActorLike] = Who(
+    clauses=(_portal_with(PERM_REQUEST), _staff_in(QUOTE_STAFF_ROLES)),
+    otherwise=_NOT_YOURS,
+)
+
+MACHINE: Machine[ActorLike] = Machine(
+    noun="quote request",
+    states=STATUSES,
+    transitions={
+        PENDING: {IN_PROCESS, CANCELLED},
+        IN_PROCESS: {CUSTOMER_APPROVAL_NEEDED, CANCELLED},
+        CUSTOMER_APPROVAL_NEEDED: {APPROVED, DENIED, IN_PROCESS, CANCELLED},
+    },
+    entries={
+        # Nothing moves back to pending; its entry keeps the refusal staff-only.
+        PENDING: Entry(_STAFF_MOVE),
+        IN_PROCESS: Entry(_STAFF_MOVE),
+        CUSTOMER_APPROVAL_NEEDED: Entry(_STAFF_MOVE, EVENT_APPROVAL_REQUESTED),
+        APPROVED: Entry(_DECIDE, EVENT_APPROVED),
+        DENIED: Entry(_DECIDE, EVENT_DENIED),
+        CANCELLED: Entry(_CANCEL, EVENT_CANCELLED),
+    },
+    default_event=EVENT_STATUS_CHANGED,
+)
+TRANSITIONS: Mapping[str, frozenset[str]] = MACHINE.moves
+
 
 def check_transition(current: str, target: str) -> None:
     """Raise ``InvalidTransition`` unless ``current -> target`` is in ``TRANSITIONS``."""
-    if target not in TRANSITIONS.get(current, frozenset()):
-        raise InvalidTransition(detail=f"a quote request cannot go from {current} to {target}")
+    MACHINE.check(current, target)
 
 
 def event_for_transition(target_status: str) -> str:
     """The event published when a quote request enters ``target_status``."""
-    if target_status not in TRANSITIONS:
-        raise ValueError(f"unknown status {target_status!r}")
-    return _EVENT_BY_TARGET.get(target_status, EVENT_STATUS_CHANGED)
+    return MACHINE.event_for(target_status)
 
 
 def empty_summary() -> dict[str, int]:
@@ -460,24 +500,12 @@ def authorize_transition(
     """
     ensure_visible(actor, quote)
     _ensure_writer(actor)
-    on_behalf = False
-    if target in (PENDING, IN_PROCESS, CUSTOMER_APPROVAL_NEEDED):
-        if not _has_role(actor, QUOTE_STAFF_ROLES):
-            raise Forbidden(f"only shop staff may move a quote request to {target}")
-    elif target in (APPROVED, DENIED):
-        on_behalf = _require_portal_or_staff(actor, PERM_APPROVE, MANAGER_ROLES)
-    elif target == CANCELLED:
-        _require_portal_or_staff(actor, PERM_REQUEST, QUOTE_STAFF_ROLES)
-    elif target not in TRANSITIONS:
-        raise ValidationFailed(
-            detail="unknown status", errors={"status": [f"must be one of {', '.join(STATUSES)}"]}
-        )
-    check_transition(quote.status, target)
+    move = MACHINE.move(actor, quote.status, target)
     if target == CUSTOMER_APPROVAL_NEEDED and QUOTE_DOCUMENT not in set(attachment_kinds):
         raise QuoteDocumentRequired(
             detail="attach the quote document before asking the customer to approve"
         )
-    return Decision(status=target, event=event_for_transition(target), on_behalf=on_behalf)
+    return Decision(status=target, event=move.event, on_behalf=move.capacity == ON_BEHALF)
 
 
 def approve(actor: ActorLike, quote: QuoteLike, po_number: object = None) -> Decision:
@@ -637,17 +665,6 @@ def _has_role(actor: ActorLike, roles: frozenset[str]) -> bool:
 def _ensure_writer(actor: ActorLike) -> None:
     if actor.read_only:
         raise Forbidden("this session is read-only")
-
-
-def _require_portal_or_staff(actor: ActorLike, permission: str, roles: frozenset[str]) -> bool:
-    """Portal user with ``permission`` (False) or staff with one of ``roles`` (True)."""
-    if actor.kind == "portal":
-        if permission not in actor.permissions:
-            raise Forbidden(f"{permission} permission required", code="permission_required")
-        return False
-    if _has_role(actor, roles):
-        return True
-    raise Forbidden("this caller may not do that to a quote request")
 
 
 def _text(
