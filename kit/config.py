@@ -3,6 +3,12 @@
 Every process reads its settings once from ``os.environ`` through :func:`load`. Local
 development needs no variables at all; ``PORTICO_ENV=production`` turns every default
 that is only safe on a laptop into a hard error naming the missing variable.
+
+This module is the only reader of ``os.environ``. A service's own knobs, which the kit
+does not name (``NOTIFY_SWEEP_SECONDS``, the gateway's login limits), are read through
+:func:`env_text` / :func:`env_float` / :func:`env_int` when a module needs them before
+any :class:`Settings` exists (a timer interval fixed at import), or parsed by the
+service's domain from :attr:`Settings.raw`, which the service passes in.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-SERVICES = ("gateway", "quotes", "notify")
-DEFAULT_PORTS = {"gateway": 8080, "quotes": 8081, "notify": 8082}
+from kit import registry
+
 DEV_AMQP_ADMIN_URI = "amqp://guest:guest@127.0.0.1:5672/"
 # Broker accounts `portico setup` creates (user <AMQP_USER_PREFIX><role>); integration
 # accounts are issued one by one (`portico integration create`).
@@ -53,6 +59,10 @@ class Settings:
     jwt_audience: str
     log_level: str
     outbox_relay_interval: float
+    # How long the gateway keeps the first answer to an Idempotency-Key.
+    idempotency_ttl_hours: float = 24.0
+    # Every variable as load() read it: services parse their own settings from it (a
+    # pure domain gets it passed in, it never imports this module).
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -88,7 +98,8 @@ class Settings:
         return with_user(self.admin_database_url, f"portico_{service}_worker", password)
 
     def port(self, service: str) -> int:
-        return int(self.raw.get("PORT") or DEFAULT_PORTS.get(service, 8090))
+        """``PORT``, else the service's default port from the registry."""
+        return int(self.raw.get("PORT") or registry.get(service).port)
 
     def broker_user(self, role: str) -> str:
         """Broker user names are global to a RabbitMQ server (permissions are per vhost),
@@ -158,6 +169,41 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
 
 
+def env_text(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """One variable of the process environment (or ``environ``), else ``default``.
+
+    Read at each call, not cached: a switch such as ``PORTICO_ARGON2_FAST`` is read
+    when it is used, so a test may flip it."""
+    env = os.environ if environ is None else environ
+    return env.get(name, default)
+
+
+def env_float(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    """A number of the environment, else ``default``; malformed is a :class:`ConfigError`
+    naming the variable."""
+    env = os.environ if environ is None else environ
+    if name not in env:
+        return float(default)
+    raw = env[name]
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    """A whole number of the environment, else ``default``; malformed is a
+    :class:`ConfigError` naming the variable."""
+    env = os.environ if environ is None else environ
+    if name not in env:
+        return int(default)
+    raw = env[name]
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -182,6 +228,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         rpc_timeout = float(env.get("RPC_TIMEOUT_SECONDS", "10"))
         smtp_port = int(env.get("SMTP_PORT", "1025"))
         relay_interval = float(env.get("OUTBOX_RELAY_INTERVAL", "1.0"))
+        idempotency_ttl_hours = float(env.get("IDEMPOTENCY_TTL_HOURS", "24"))
+        if not idempotency_ttl_hours > 0:  # also refuses nan
+            raise ValueError("IDEMPOTENCY_TTL_HOURS must be a positive number of hours")
     except ValueError as exc:
         raise ConfigError(f"malformed numeric setting: {exc}") from exc
 
@@ -226,5 +275,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         jwt_audience=env.get("JWT_AUDIENCE", "portico-api"),
         log_level=env.get("LOG_LEVEL", "INFO"),
         outbox_relay_interval=relay_interval,
+        idempotency_ttl_hours=idempotency_ttl_hours,
         raw=env,
     )

@@ -8,11 +8,15 @@ no BYPASSRLS, so the tenant policies always apply to it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from kit.db import sa_url
@@ -198,3 +202,100 @@ def from_worker_role_sql(schema: str, worker_tables: tuple[str, ...]) -> list[st
             f" using {_SETTING_RULE} with check {_SETTING_RULE}",
         ]
     return statements
+
+
+# --- Helpers for a service's migrations ---------------------------------------------
+# A new service's first migration holds only its own tables; the infrastructure every
+# service has (outbox, processed-events ledger), tenant row-level security and
+# tenant-carrying foreign keys come from here. Older migrations spelled these out and
+# stay as they are (history); the result is the same (kit/tests/test_migrate.py).
+
+
+def create_infra_tables(op: Any, schema: str) -> None:
+    """The outbox (with its index of unpublished rows) and the processed-events ledger of
+    ``schema``, under tenant row-level security: the worker role may read and mark the
+    outbox across tenants (the relay) and never touches the ledger."""
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.Uuid(as_uuid=False), nullable=False),
+        sa.Column("tenant_id", sa.Uuid(as_uuid=False), nullable=False),
+        sa.Column("type", sa.String(length=120), nullable=False),
+        sa.Column("envelope", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_outbox"),
+        schema=schema,
+    )
+    op.create_index(
+        "ix_outbox_unpublished",
+        "outbox",
+        ["created_at"],
+        unique=False,
+        schema=schema,
+        postgresql_where=sa.text("published_at IS NULL"),
+    )
+    op.create_table(
+        "processed_events",
+        sa.Column("handler", sa.String(length=120), nullable=False),
+        sa.Column("event_id", sa.Uuid(as_uuid=False), nullable=False),
+        sa.Column("tenant_id", sa.Uuid(as_uuid=False), nullable=False),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("handler", "event_id", name="pk_processed_events"),
+        schema=schema,
+    )
+    enable_rls(op, schema, ("processed_events",), worker_tables=("outbox",))
+
+
+def drop_infra_tables(op: Any, schema: str) -> None:
+    """Undo :func:`create_infra_tables` (a first migration's downgrade)."""
+    op.drop_table("processed_events", schema=schema)
+    op.drop_index("ix_outbox_unpublished", table_name="outbox", schema=schema)
+    op.drop_table("outbox", schema=schema)
+
+
+def enable_rls(
+    op: Any,
+    schema: str,
+    tables: Iterable[str],
+    *,
+    worker_tables: Iterable[str] = (),
+    worker_privileges: str = "select, update",
+) -> None:
+    """Put ``tables`` under tenant row-level security (:func:`rls_sql`); ``worker_tables``
+    are infrastructure tables the worker role may also use across tenants (the outbox, a
+    delivery queue), with ``worker_privileges``."""
+    for table in tables:
+        for statement in rls_sql(schema, table):
+            op.execute(statement)
+    for table in worker_tables:
+        for statement in rls_sql(
+            schema, table, system_ok=True, worker_privileges=worker_privileges
+        ):
+            op.execute(statement)
+
+
+def tenant_key(op: Any, schema: str, table: str) -> None:
+    """The unique ``(tenant_id, id)`` a tenant-carrying foreign key points at."""
+    op.create_unique_constraint(
+        f"uq_{table}_tenant_id_id", table, ["tenant_id", "id"], schema=schema
+    )
+
+
+def tenant_fk(
+    op: Any, schema: str, table: str, column: str, referent: str, *, ondelete: str | None = None
+) -> None:
+    """``table (tenant_id, column) -> referent (tenant_id, id)``. PostgreSQL checks
+    foreign keys without row-level security, so a key on ``id`` alone could point into
+    another tenant; carrying the tenant makes that impossible. ``referent`` needs
+    :func:`tenant_key` first."""
+    op.create_foreign_key(
+        f"fk_{table}_{column}_tenant_{referent}"[:63],
+        table,
+        referent,
+        ["tenant_id", column],
+        ["tenant_id", "id"],
+        source_schema=schema,
+        referent_schema=schema,
+        ondelete=ondelete,
+    )

@@ -12,15 +12,12 @@ import signal
 import warnings
 from typing import Any
 
-SERVICE_CLASSES = {
-    "gateway": "services.gateway.service:GatewayService",
-    "quotes": "services.quotes.service:QuotesService",
-    "notify": "services.notify.service:NotifyService",
-}
+from kit import registry
 
 
-def service_class(name: str) -> Any:
-    module, _, attr = SERVICE_CLASSES[name].partition(":")
+def service_class(name: str, services: tuple[registry.Service, ...] | None = None) -> Any:
+    """The nameko class of a registered service (KeyError for an unknown name)."""
+    module, _, attr = registry.get(name, services).entry.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 

@@ -80,10 +80,11 @@ def _plain_errors() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kit.runner import SERVICE_CLASSES, run
+    from kit import registry
+    from kit.runner import run
 
-    if args.service not in SERVICE_CLASSES:
-        sys.exit(f"portico: unknown service {args.service!r}; one of {', '.join(SERVICE_CLASSES)}")
+    if args.service not in registry.names():
+        sys.exit(f"portico: unknown service {args.service!r}; one of {', '.join(registry.names())}")
     run(args.service)
     return 0
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kit.config import SERVICES, ConfigError, Settings
+from kit import registry
+from kit.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "deploy" / "compose.yaml"
@@ -122,10 +123,30 @@ def start_with_compose(log: Callable[[str], Any]) -> None:
     )
 
 
-def setup(settings: Settings, log: Callable[[str], Any] = print) -> None:
-    """Idempotent: database, per-service roles and schemas, migrations, topology, and the
-    broker accounts of the services and operators (portico.broker), all with the
-    administrator's credentials (ADMIN_DATABASE_URL, AMQP_ADMIN_URI)."""
+def migration_plan(
+    settings: Settings, services: tuple[registry.Service, ...] | None = None
+) -> list[tuple[str, str | None, str | None]]:
+    """What setup migrates, in registry order: each service with the passwords of its
+    role and worker role (``<NAME>_DB_PASSWORD``, ``<NAME>_WORKER_DB_PASSWORD``)."""
+    return [
+        (
+            s.name,
+            settings.raw.get(f"{s.env_prefix}_DB_PASSWORD"),
+            settings.raw.get(f"{s.env_prefix}_WORKER_DB_PASSWORD"),
+        )
+        for s in (registry.load() if services is None else services)
+    ]
+
+
+def setup(
+    settings: Settings,
+    log: Callable[[str], Any] = print,
+    services: tuple[registry.Service, ...] | None = None,
+) -> None:
+    """Idempotent: database, per-service roles and schemas, migrations (of every service
+    in the registry), topology, and the broker accounts of the services and operators
+    (portico.broker), all with the administrator's credentials (ADMIN_DATABASE_URL,
+    AMQP_ADMIN_URI)."""
     from kit.messaging import declare_topology
     from kit.migrate import ensure_database, upgrade
     from portico.broker import provision
@@ -133,11 +154,9 @@ def setup(settings: Settings, log: Callable[[str], Any] = print) -> None:
     if not settings.admin_database_url:
         raise ConfigError("ADMIN_DATABASE_URL is required to set up (PORTICO_ENV=production)")
     ensure_database(settings.admin_database_url)
-    for service in SERVICES:
-        password = settings.raw.get(f"{service.upper()}_DB_PASSWORD")
-        worker_password = settings.raw.get(f"{service.upper()}_WORKER_DB_PASSWORD")
-        upgrade(service, settings.admin_database_url, password, worker_password)
-        log(f"  migrated {service}")
+    for name, password, worker_password in migration_plan(settings, services):
+        upgrade(name, settings.admin_database_url, password, worker_password)
+        log(f"  migrated {name}")
     queues = declare_topology(settings.admin_amqp_uri())
     log(f"  broker topology declared ({', '.join(queues)})")
     users = provision(settings)

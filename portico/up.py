@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
+from kit import registry
 from kit.config import Settings
-from portico import infra
+from portico import deployfiles, infra
 from portico.seed import DEMO_PASSWORD, DEMO_PORTAL, DEMO_STAFF, DEMO_TENANT, seed_demo
-
-PROCFILE = infra.ROOT / "deploy" / "Procfile"
 
 
 def up(settings: Settings, seed: bool = True) -> int:
@@ -48,11 +48,10 @@ def up(settings: Settings, seed: bool = True) -> int:
     for folder in (settings.mail_dir, settings.blob_dir, settings.sms_dir, "var/keys"):
         os.makedirs(folder, exist_ok=True)
 
-    env = dict(os.environ)
+    env = dict(settings.raw)  # the environment as kit.config read it
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env.setdefault("GATEWAY_PORT", "8080")
-    env.setdefault("QUOTES_PORT", "8081")
-    env.setdefault("NOTIFY_PORT", "8082")
+    for name, port in deployfiles.port_env().items():
+        env.setdefault(name, port)
     env.setdefault("SMTP_PORT", str(settings.smtp_port))
     env["PYTHONUNBUFFERED"] = "1"
     # The services get their own broker account and never the administrator's.
@@ -60,7 +59,17 @@ def up(settings: Settings, seed: bool = True) -> int:
     env.pop("AMQP_ADMIN_URI", None)
     env.pop("RABBITMQ_MANAGEMENT_URL", None)
     env.pop("PORT", None)  # each Procfile line sets its own
-    gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+    gateway = f"http://127.0.0.1:{env[registry.public().env_prefix + '_PORT']}"
+    # The Procfile of the registry as it is now (deploy/Procfile is the same text).
+    with tempfile.NamedTemporaryFile("w", prefix="portico-", suffix=".Procfile", delete=False) as f:
+        f.write(deployfiles.procfile())
+    try:
+        return _run(settings, seed, env, gateway, f.name)
+    finally:
+        os.unlink(f.name)
+
+
+def _run(settings: Settings, seed: bool, env: dict[str, str], gateway: str, procfile: str) -> int:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -68,7 +77,7 @@ def up(settings: Settings, seed: bool = True) -> int:
             "honcho",
             "start",
             "-f",
-            str(PROCFILE),
+            procfile,
             "-d",
             str(infra.ROOT),
             "--no-prefix" if env.get("PORTICO_QUIET") else "--no-colour",

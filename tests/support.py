@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import requests
 
-from kit.config import SERVICES
+from kit import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -150,20 +150,21 @@ class Environment:
         self.amqp_uri = f"{AMQP_BASE}/{quote(self.vhost, safe='')}"
         # Broker user names are global to the server: a prefix per run keeps them apart.
         self.broker_prefix = f"portico-t-{self.run_id}-"
-        self.ports = {k: free_port() for k in ("gateway", "quotes", "notify", "smtp")}
+        self.ports = {k: free_port() for k in (*registry.names(), "smtp")}
         self.mail_dir = tmp / "mail"
         self.env = {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PORTICO_ENV": "development",
-            **{f"{svc.upper()}_DB_PASSWORD": f"pw-{svc}-{self.run_id}" for svc in SERVICES},
+            **{
+                f"{svc.env_prefix}_DB_PASSWORD": f"pw-{svc.name}-{self.run_id}"
+                for svc in registry.load()
+            },
             "PORTICO_TEST_RUN": self.run_id,
             "ADMIN_DATABASE_URL": self.admin_url,
             "AMQP_ADMIN_URI": self.amqp_uri,
             "AMQP_USER_PREFIX": self.broker_prefix,
-            "GATEWAY_PORT": str(self.ports["gateway"]),
-            "QUOTES_PORT": str(self.ports["quotes"]),
-            "NOTIFY_PORT": str(self.ports["notify"]),
+            **{f"{svc.env_prefix}_PORT": str(self.ports[svc.name]) for svc in registry.load()},
             "SMTP_PORT": str(self.ports["smtp"]),
             "MAIL_DIR": str(self.mail_dir),
             "BLOB_DIR": str(tmp / "blobs"),

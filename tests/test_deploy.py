@@ -13,12 +13,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-SERVICES = ("gateway", "quotes", "notify")
-DEFAULT_PORT = dict(zip(SERVICES, (8080, 8081, 8082), strict=True))
+from kit import registry
+from portico import deployfiles
+from tests import kustomize
+
+SERVICES = registry.names()
+DEFAULT_PORT = {s.name: s.port for s in registry.load()}
+PUBLIC = registry.public().name
+INTERNAL = tuple(s.name for s in registry.load() if not s.public)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+# Applied by hand, on purpose not in the kustomization (see its comment).
+K8S_UNLISTED = ("secrets.example.yaml", "setup-job.yaml")
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -45,7 +53,9 @@ def _compose() -> dict:
 
 
 def _k8s_docs() -> list[tuple[Path, dict]]:
-    return [(path, doc) for path in sorted(K8S.glob("*.yaml")) for doc in _load(path)]
+    """What `kubectl apply -k deploy/k8s` applies, plus the Secrets and the setup Job."""
+    rendered = [(K8S, doc) for doc in kustomize.render(K8S)]
+    return rendered + [(K8S / name, doc) for name in K8S_UNLISTED for doc in _load(K8S / name)]
 
 
 def _of_kind(kind: str) -> list[dict]:
@@ -113,12 +123,18 @@ def _env_from(container: dict) -> tuple[set[str], set[str]]:
 
 def test_deploy_tree_has_yaml_files() -> None:
     assert COMPOSE in YAML_FILES
-    assert {p.name for p in YAML_FILES} >= {
+    assert {p.relative_to(K8S).as_posix() for p in YAML_FILES if K8S in p.parents} >= {
+        "kustomization.yaml",
         "namespace.yaml",
         "configmap.yaml",
         "secrets.example.yaml",
         "setup-job.yaml",
-        *(f"{s}.yaml" for s in SERVICES),
+        "base/kustomization.yaml",
+        "base/deployment.yaml",
+        "base/hpa.yaml",
+        "base/pdb.yaml",
+        *(f"services/{s}/kustomization.yaml" for s in SERVICES),
+        *(f"services/{s}/deployment.yaml" for s in SERVICES),
     }
 
 
@@ -234,8 +250,11 @@ def test_k8s_deployment_runs_service_with_probes(service: str) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_k8s_deployment_resources(service: str) -> None:
     resources = _container(service)["resources"]
-    assert resources["requests"] == {"cpu": "100m", "memory": "96Mi"}
-    assert resources["limits"] == {"cpu": "1", "memory": "256Mi"}
+    wanted = registry.get(service).resources
+    assert resources["requests"] == {"cpu": wanted.cpu_request, "memory": wanted.memory_request}
+    assert resources["limits"] == {"cpu": wanted.cpu_limit, "memory": wanted.memory_limit}
+    assert (wanted.cpu_request, wanted.memory_request) == ("100m", "96Mi")
+    assert (wanted.cpu_limit, wanted.memory_limit) == ("1", "256Mi")
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -317,7 +336,12 @@ def test_k8s_hpa_and_pdb_target_deployment(service: str) -> None:
     assert len(hpas) == 1
     (hpa,) = hpas
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    entry = registry.get(service)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (
+        entry.min_replicas,
+        entry.max_replicas,
+    )
+    assert (entry.min_replicas, entry.max_replicas) == (2, 10)
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
@@ -367,7 +391,7 @@ def test_k8s_gateway_counts_the_ingress_as_one_trusted_proxy_hop() -> None:
     env = {e["name"]: e.get("value") for e in _container("gateway").get("env", [])}
     assert "TRUST_FORWARDED_FOR" not in env  # the old setting took the client's leftmost entry
     assert trusted_proxy_hops(env) == 1
-    for service in ("quotes", "notify"):  # not behind the Ingress: nothing to trust
+    for service in INTERNAL:  # not behind the Ingress: nothing to trust
         names = {e["name"] for e in _container(service).get("env", [])}
         assert "TRUSTED_PROXY_HOPS" not in names
 
@@ -461,9 +485,86 @@ def test_k8s_kustomization_lists_existing_files_but_not_placeholders() -> None:
     (kustomization,) = _load(K8S / "kustomization.yaml")
     resources = kustomization["resources"]
     for resource in resources:
-        assert (K8S / resource).is_file(), resource
-    assert "secrets.example.yaml" not in resources
-    assert {f"{s}.yaml" for s in SERVICES} <= set(resources)
+        assert (K8S / resource).is_file() or (K8S / resource / "kustomization.yaml").is_file()
+    assert not set(K8S_UNLISTED) & set(resources)
+    # Every registered service, and nothing else, has its folder listed.
+    folders = {r.removeprefix("services/") for r in resources if r.startswith("services/")}
+    assert folders == set(SERVICES)
+    assert {p.name for p in (K8S / "services").iterdir()} == set(SERVICES)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_service_folder_is_the_base_with_a_patch(service: str) -> None:
+    k = kustomize.kustomization(K8S / "services" / service)
+    assert k["resources"][0] == "../../base"
+    assert k["nameSuffix"] == f"-{service}"
+    assert k["labels"] == [
+        {"pairs": {"app.kubernetes.io/component": service}, "includeSelectors": True}
+    ]
+    (patch,) = k["patches"]
+    (doc,) = _load(K8S / "services" / service / patch["path"])
+    assert (doc["kind"], doc["metadata"]["name"]) == ("Deployment", "portico")  # the base's
+    assert not (K8S / "services" / service / "hpa.yaml").exists()
+
+
+@pytest.mark.parametrize("service", INTERNAL)
+def test_k8s_internal_service_folder_is_generated_from_the_registry(service: str) -> None:
+    """Non-public services' folders are exactly what `python -m portico.deployfiles --write`
+    writes from services/registry.py (the gateway's, with its Service and Ingress, is
+    hand-written and checked by the tests above)."""
+    for name, text in deployfiles.k8s_service(registry.get(service)).items():
+        assert (K8S / "services" / service / name).read_text() == text, name
+
+
+def test_k8s_base_names_every_workload_portico_and_no_service() -> None:
+    docs = kustomize.render(K8S / "base")
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == {
+        ("Deployment", "portico"),
+        ("HorizontalPodAutoscaler", "portico"),
+        ("PodDisruptionBudget", "portico"),
+    }
+    text = " ".join((K8S / "base" / n).read_text() for n in ("deployment.yaml", "hpa.yaml"))
+    for service in SERVICES:
+        assert service not in text, service
+
+
+def test_k8s_render_names_and_labels_each_service() -> None:
+    docs = kustomize.render(K8S)
+    for kind in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        names = sorted(d["metadata"]["name"] for d in docs if d["kind"] == kind)
+        assert names == sorted(f"portico-{s}" for s in SERVICES), kind
+    for d in docs:
+        if d["metadata"]["name"].startswith("portico-") and d["kind"] != "ConfigMap":
+            component = d["metadata"]["labels"].get("app.kubernetes.io/component")
+            assert component and d["metadata"]["name"] in {
+                f"portico-{component}",
+                "portico-blobs",
+            }, d["metadata"]["name"]
+
+
+def test_kustomize_merge_is_strategic() -> None:
+    base = {"containers": [{"name": "a", "env": [{"name": "X", "value": "1"}], "envFrom": [1]}]}
+    patch = {"containers": [{"name": "a", "env": [{"name": "Y", "value": "2"}], "envFrom": [2]}]}
+    assert kustomize.merge(base, patch) == {
+        "containers": [
+            {
+                "name": "a",
+                "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+                "envFrom": [2],
+            }
+        ]
+    }
+    assert kustomize.merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+def test_procfile_is_the_registry() -> None:
+    """deploy/Procfile is what `portico up` runs: regenerate it with
+    `python -m portico.deployfiles --write` after changing services/registry.py."""
+    assert (DEPLOY / "Procfile").read_text() == deployfiles.procfile()
+    for service in registry.load():
+        assert f"{service.name}: PORT=${{{service.env_prefix}_PORT:-{service.port}}}" in (
+            deployfiles.procfile()
+        )
 
 
 # ----------------------------------------------------------------- secrets ---
