@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import jinja2
 import requests
 
+from services.notify.attachments import AttachmentRef, check_size
 from services.notify.domain import Recipient, record_link
 from services.notify.sandbox import SandboxProcess, TemplateLimitError, shared_sandbox
 
@@ -310,14 +311,23 @@ def _no_newlines(value: str, what: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class MailAttachment:
+    """A file sent as a MIME part: its reference (name, type) and its bytes."""
+
+    ref: AttachmentRef
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class EmailMessageSpec:
-    """What to send: envelope recipients, content and extra headers."""
+    """What to send: envelope recipients, content, extra headers and files."""
 
     to: list[str]
     subject: str
     text: str
     html: str
     headers: dict[str, str] = field(default_factory=dict)
+    attachments: tuple[MailAttachment, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.to:
@@ -332,10 +342,12 @@ class EmailMessageSpec:
             if name.lower() in _RESERVED_HEADERS:
                 raise ValueError(f"header {name!r} is set by the sender")
             _no_newlines(str(value), f"header {name}")
+        check_size(len(item.data) for item in self.attachments)
 
 
 class SmtpSender:
-    """Sends multipart/alternative (text + html) email over SMTP."""
+    """Sends multipart/alternative (text + html) email over SMTP, inside multipart/mixed
+    when files are attached."""
 
     def __init__(
         self,
@@ -377,6 +389,15 @@ class SmtpSender:
             msg[name] = str(value)
         msg.set_content(spec.text)
         msg.add_alternative(spec.html, subtype="html")
+        # The first attachment turns the message into multipart/mixed with the
+        # text/html alternative as its first part.
+        for item in spec.attachments:
+            msg.add_attachment(
+                item.data,
+                maintype=item.ref.maintype,
+                subtype=item.ref.subtype,
+                filename=item.ref.filename,
+            )
         return msg
 
     def send(
@@ -386,10 +407,16 @@ class SmtpSender:
         text: str,
         html: str,
         headers: Mapping[str, str] | None = None,
+        attachments: Sequence[MailAttachment] = (),
     ) -> str:
         """Send and return the Message-ID set on the message."""
         spec = EmailMessageSpec(
-            to=list(to), subject=subject, text=text, html=html, headers=dict(headers or {})
+            to=list(to),
+            subject=subject,
+            text=text,
+            html=html,
+            headers=dict(headers or {}),
+            attachments=tuple(attachments),
         )
         return self.send_spec(spec)
 

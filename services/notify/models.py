@@ -110,6 +110,8 @@ class Delivery(TenantScoped, Base):
     # What the templates see, stored with the row so the message is rendered after the
     # event's transaction (when sending); cleared once rendered.
     context: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # Files sent with an email: blob references (services.notify.attachments), or null.
+    attachments: Mapped[list[dict[str, str]] | None] = mapped_column(JSONB, nullable=True)
     # A tenant override that failed or broke a limit (the built-in template was used).
     template_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")

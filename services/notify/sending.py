@@ -14,7 +14,6 @@ channel) by ``delivery_key``, which also travels as a message header.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,14 +25,17 @@ from prometheus_client import Counter
 from sqlalchemy import CursorResult, Table, and_, case, func, or_, select, update
 
 from contracts.events import PRIVATE_EVENTS
-from kit.config import Settings
+from kit.blobs import BlobStore, store_from_settings
+from kit.config import Settings, env_float
 from kit.db import DatabaseCore
-from services.notify import domain
+from kit.errors import NotFound
+from services.notify import attachments, domain
 from services.notify.channels import (
     DELIVERY_KEY_HEADER,
     EVENT_ID_HEADER,
     PARTS_BY_CHANNEL,
     DeliveryError,
+    MailAttachment,
     Renderer,
     SmsSender,
     SmtpSender,
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 100
 # How long a claim holds a row before the sweep may hand it to another sender. The
 # default suits production; tests that kill a sender shorten it to see the take-over.
-LEASE_SECONDS = float(os.environ.get("NOTIFY_LEASE_SECONDS", domain.LEASE_SECONDS))
+LEASE_SECONDS = env_float("NOTIFY_LEASE_SECONDS", domain.LEASE_SECONDS)
 
 DELIVERIES = Counter(
     "portico_notify_deliveries_total",
@@ -68,6 +70,7 @@ _CLAIMED = (
     _T.c.body_html,
     _T.c.sms_body,
     _T.c.context,
+    _T.c.attachments,
     _T.c.attempts,
 )
 
@@ -77,6 +80,7 @@ class Senders:
     email: SmtpSender
     sms: SmsSender
     renderer: Renderer = field(default_factory=Renderer)
+    blobs: BlobStore | None = None  # where attached files are read from
 
 
 def senders_from_settings(settings: Settings) -> Senders:
@@ -93,6 +97,7 @@ def senders_from_settings(settings: Settings) -> Senders:
             settings.sms_http_url, settings.sms_http_token, settings.sms_dir
         ),
         renderer=Renderer(),
+        blobs=store_from_settings(settings),
     )
 
 
@@ -175,11 +180,34 @@ def _rendered(core: DatabaseCore, renderer: Renderer, row: Any, cache: dict[str,
     return SimpleNamespace(**{**row._asdict(), **values})
 
 
+def _files(blobs: BlobStore | None, stored: Any) -> list[MailAttachment]:
+    """The row's attachments read from the blob store; a missing or oversized file is a
+    permanent failure (it will not appear by retrying)."""
+    refs = attachments.stored(stored)
+    if not refs:
+        return []
+    if blobs is None:
+        raise DeliveryError(False, "attachments requested but this sender has no blob store")
+    try:
+        attachments.check_size(blobs.size(ref.sha256) for ref in refs)
+        return [MailAttachment(ref, blobs.get(ref.sha256)) for ref in refs]
+    except NotFound as exc:
+        missing = [ref for ref in refs if not blobs.exists(ref.sha256)]
+        names = ", ".join(f"{ref.filename} (sha256 {ref.sha256})" for ref in missing)
+        raise DeliveryError(False, f"attachment not in the blob store: {names}") from exc
+
+
 def _hand_over(senders: Senders, row: Any) -> str:
     headers = {EVENT_ID_HEADER: str(row.event_id), DELIVERY_KEY_HEADER: row.delivery_key}
     if row.channel == "email":
+        files = _files(senders.blobs, row.attachments)
         return senders.email.send(
-            [row.address], row.subject or "", row.body_text or "", row.body_html or "", headers
+            [row.address],
+            row.subject or "",
+            row.body_text or "",
+            row.body_html or "",
+            headers,
+            files,
         )
     return senders.sms.send(row.address, row.sms_body or "", headers)
 
