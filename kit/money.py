@@ -229,11 +229,17 @@ def line_total(unit_price: Money, quantity: Decimal) -> Money:
 
 def total(amounts: Iterable[Money], currency: str) -> Money:
     """The exact sum; ``currency`` names the result of an empty sum and is checked
-    against every term."""
-    result = Money.zero(currency)
+    against every term. Only the result must be within ``MAX_AMOUNT``, so the sum does
+    not depend on the order of the terms."""
+    exponent(currency)
+    whole = 0
     for amount in amounts:
-        result = result + amount
-    return result
+        if not isinstance(amount, Money):
+            raise TypeError(f"cannot add {type(amount).__name__} to money")
+        if amount.currency != currency:
+            raise CurrencyMismatch(f"cannot add {amount.currency} to a {currency} total")
+        whole += amount.amount
+    return Money(whole, currency)
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,18 @@ def test_sums_are_exact_and_order_free(currency, values):
     assert m.total([], currency) == Money.zero(currency)
 
 
+def test_a_sum_is_bounded_by_its_result_not_its_order():
+    big, back = Money(m.MAX_AMOUNT, "USD"), Money(-m.MAX_AMOUNT, "USD")
+    assert m.total([big, big, back], "USD") == big
+    assert m.total([back, big, big], "USD") == big
+    with pytest.raises(MoneyError):
+        m.total([big, big], "USD")
+    with pytest.raises(TypeError):
+        m.total([big, 5], "USD")  # type: ignore[list-item]
+    with pytest.raises(UnknownCurrency):
+        m.total([], "XXX")
+
+
 @given(money(), money())
 def test_subtraction_undoes_addition(a, b):
     b = Money(b.amount, a.currency)
