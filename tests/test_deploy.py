@@ -198,6 +198,18 @@ def test_compose_app_service(service: str) -> None:
     assert svc["build"] == compose["services"]["setup"]["build"]
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_setup_gives_each_service_role_its_password(service: str) -> None:
+    """setup creates portico_<service> with <SERVICE>_DB_PASSWORD; the service logs in
+    with it (a service added to the registry needs both lines)."""
+    from urllib.parse import urlsplit
+
+    compose = _compose()["services"]
+    password = compose["setup"]["environment"][f"{registry.get(service).env_prefix}_DB_PASSWORD"]
+    url = urlsplit(compose[service]["environment"]["DATABASE_URL"])
+    assert (url.username, url.password) == (f"portico_{service}", password)
+
+
 def test_compose_builds_with_deploy_dockerfile_from_repo_root() -> None:
     build = _compose()["services"]["setup"]["build"]
     assert (COMPOSE.parent / build["context"]).resolve() == ROOT
