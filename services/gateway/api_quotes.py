@@ -10,7 +10,6 @@ the quotes service).
 from __future__ import annotations
 
 import os
-import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,7 +20,7 @@ from urllib.parse import quote as percent_encode
 from marshmallow import Schema
 from sqlalchemy import select
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
 from contracts import quotes as c
@@ -35,6 +34,7 @@ from services.gateway.web import (
     STAFF,
     ApiError,
     Call,
+    expected_version,
     json_response,
     refuse_chunked,
     revive,
@@ -58,36 +58,6 @@ CSV_FILENAME = "quote-requests.csv"
 
 
 # --- pure helpers ---------------------------------------------------------------------
-
-_IF_MATCH = re.compile(r'(?:W/)?"?([0-9]{1,9})"?')
-
-
-def parse_if_match(header: str | None) -> int | None:
-    """The version an ``If-Match`` header names: ``"3"``, ``W/"3"`` or ``3``.
-
-    Absent, blank or ``*`` (any version) is None. Anything else, including a list of
-    several entity tags, is a 422 naming the header.
-    """
-    if header is None:
-        return None
-    value = header.strip()
-    if not value or value == "*":
-        return None
-    match = _IF_MATCH.fullmatch(value)
-    if match is None or (value.count('"') not in (0, 2)) or int(match.group(1)) < 1:
-        raise ApiError(
-            "validation_failed",
-            "The If-Match header is not valid.",
-            {"If-Match": ['must be one version as an entity tag, e.g. "3"']},
-        )
-    return int(match.group(1))
-
-
-def requested_version(call: Call) -> int | None:
-    """The body's ``version`` wins; otherwise the ``If-Match`` header's."""
-    if call.body.get("version") is not None:
-        return int(call.body["version"])
-    return parse_if_match(call.request.headers.get("If-Match"))
 
 
 def ascii_filename(name: str) -> str:
@@ -212,6 +182,7 @@ def quote_response(call: Call, item: Mapping[str, Any], status: int = 200) -> Re
     response=c.QuoteRequestSchema,
     status=201,
     errors=(403,),
+    idempotency="optional",
 )
 def create_quote_request(call: Call) -> Any:
     created = call.gw.quotes.create_quote_request(json_safe(call.body))
@@ -304,7 +275,7 @@ def get_quote_request(call: Call) -> Any:
 )
 def update_quote_request(call: Call) -> Any:
     payload = json_safe(call.body)
-    version = requested_version(call)
+    version = expected_version(call)
     if version is not None:
         payload["version"] = version
     updated = call.gw.quotes.update_quote_request(call.path["id"], payload)
@@ -313,7 +284,7 @@ def update_quote_request(call: Call) -> Any:
 
 def _decision_payload(call: Call) -> dict[str, Any]:
     payload = json_safe(call.body)
-    version = requested_version(call)
+    version = expected_version(call)
     if version is not None:
         payload["version"] = version
     return payload
@@ -328,6 +299,7 @@ def _decision_payload(call: Call) -> dict[str, Any]:
     body=c.ApproveRequest,
     response=c.QuoteRequestSchema,
     errors=(403,),
+    idempotency="optional",
 )
 def approve_quote_request(call: Call) -> Any:
     decided = call.gw.quotes.approve_quote_request(call.path["id"], _decision_payload(call))
@@ -343,6 +315,7 @@ def approve_quote_request(call: Call) -> Any:
     body=c.DenyRequest,
     response=c.QuoteRequestSchema,
     errors=(403,),
+    idempotency="optional",
 )
 def deny_quote_request(call: Call) -> Any:
     decided = call.gw.quotes.deny_quote_request(call.path["id"], _decision_payload(call))
@@ -358,6 +331,7 @@ def deny_quote_request(call: Call) -> Any:
     body=c.VersionOnly,
     response=c.QuoteRequestSchema,
     errors=(403,),
+    idempotency="optional",
 )
 def cancel_quote_request(call: Call) -> Any:
     decided = call.gw.quotes.cancel_quote_request(call.path["id"], _decision_payload(call))
@@ -392,6 +366,7 @@ def list_comments(call: Call) -> Any:
     response=c.CommentSchema,
     status=201,
     errors=(403,),
+    idempotency="optional",
 )
 def add_comment(call: Call) -> Any:
     added = call.gw.quotes.add_comment(call.path["id"], json_safe(call.body))
@@ -415,10 +390,10 @@ def delete_comment(call: Call) -> Any:
 # --- attachments ----------------------------------------------------------------------
 
 
-def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
-    """(bytes, declared type, file name, kind) of a multipart upload, size-capped
-    before a byte of the body is read."""
-    request = call.request
+def upload_form(request: Request) -> tuple[Any, Any]:
+    """(files, form) of a multipart upload, size-capped before a byte of the body is
+    read. Parsed once per request (werkzeug keeps them): the idempotency fingerprint
+    reads the same parts the handler does."""
     refuse_chunked(request)
     length = request.content_length
     if length is not None and length > MAX_UPLOAD_REQUEST_BYTES:
@@ -437,6 +412,12 @@ def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
         ) from exc
     except ClientDisconnected as exc:
         raise ApiError("malformed_request", "The upload ended early.") from exc
+    return files, form
+
+
+def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
+    """(bytes, declared type, file name, kind) of a multipart upload."""
+    files, form = upload_form(call.request)
     uploads = files.getlist("file")
     errors: dict[str, list[str]] = {}
     if not uploads:
@@ -470,6 +451,7 @@ def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
     response=c.AttachmentSchema,
     status=201,
     errors=(403, 413, 415),
+    idempotency="optional",
 )
 def add_attachment(call: Call) -> Any:
     quote_id = call.path["id"]

@@ -72,10 +72,14 @@ class Route:
     # (POST /auth/logout by a refresh token). A token that is sent is checked as usual.
     token_optional: bool = False
     feature: str | None = None
+    # A write with an outside effect takes an ``Idempotency-Key`` header
+    # (services.gateway.idempotency): "optional", or "required" (a missing key is 422).
+    idempotency: str | None = None
 
     def __post_init__(self) -> None:
         if self.feature is None:
             self.feature = FEATURE_BY_TAG.get(self.tag)
+        assert self.idempotency in (None, "optional", "required"), self.idempotency
 
     @property
     def werkzeug_path(self) -> str:
@@ -302,22 +306,36 @@ class PageQuery(Schema):
     )
 
 
-def expected_version(call: Call) -> int | None:
-    """The version a write was based on: the body's ``version``, else ``If-Match``
-    (``3``, ``"3"`` or ``W/"3"``; ``*`` means any version)."""
-    if call.body.get("version") is not None:
-        return int(call.body["version"])
-    header = call.request.headers.get("If-Match", "").strip()
-    if not header or header == "*":
+_IF_MATCH = re.compile(r'(?:W/)?"?([0-9]{1,9})"?')
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The version an ``If-Match`` header names: ``3``, ``"3"`` or ``W/"3"``.
+
+    Absent, blank or ``*`` (any version) is None. Anything else (an unbalanced quote,
+    a list of several entity tags, a version below 1) is a 422 naming the header.
+    """
+    if header is None:
         return None
-    value = header.removeprefix("W/").strip('"')
-    if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) < 1:
+    value = header.strip()
+    if not value or value == "*":
+        return None
+    match = _IF_MATCH.fullmatch(value)
+    if match is None or value.count('"') not in (0, 2) or int(match.group(1)) < 1:
         raise ApiError(
             "validation_failed",
-            "If-Match must carry a version number.",
-            {"If-Match": ['a version such as "3"']},
+            "If-Match must carry one version number.",
+            {"If-Match": ['one version as an entity tag, e.g. "3"']},
         )
-    return int(value)
+    return int(match.group(1))
+
+
+def expected_version(call: Call) -> int | None:
+    """The version a write was based on: the body's ``version`` wins, else ``If-Match``.
+    The one reading of the header for every route."""
+    if call.body.get("version") is not None:
+        return int(call.body["version"])
+    return parse_if_match(call.request.headers.get("If-Match"))
 
 
 def revive(schema_cls: type[Schema], item: Any) -> Any:

@@ -29,6 +29,7 @@ from services.gateway.web import (
     error_response,
     expected_version,
     load,
+    parse_if_match,
     read_json,
 )
 
@@ -99,6 +100,54 @@ def test_malformed_if_match(header: str) -> None:
     with pytest.raises(ApiError) as err:
         expected_version(call_with({}, header))
     assert err.value.code == "validation_failed"
+
+
+# The one If-Match parser every route uses (directory, settings, quote requests).
+@pytest.mark.parametrize(
+    ("header", "version"),
+    [
+        ("3", 3),
+        ('"3"', 3),
+        ('W/"3"', 3),
+        ("*", None),
+        (' "5" ', 5),
+        ("", None),
+        ("  ", None),
+        (None, None),
+        ('"123456789"', 123456789),
+    ],
+)
+def test_if_match_names_a_version(header: str | None, version: int | None) -> None:
+    assert parse_if_match(header) == version
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        '"abc"',
+        '"0"',
+        "0",
+        '"1", "2"',
+        "*, 3",
+        '"3',
+        '3"',
+        'W/""',
+        'W/"0"',
+        '"-1"',
+        '"1.5"',
+        'w/"3"',
+        'W/ "3"',
+        '""3""',
+        '"1234567890"',
+        "³",
+        '"³"',
+    ],
+)
+def test_malformed_if_match_is_a_422_naming_the_header(header: str) -> None:
+    with pytest.raises(ApiError) as err:
+        parse_if_match(header)
+    assert err.value.code == "validation_failed"
+    assert "If-Match" in (err.value.errors or {})
 
 
 # --- request bodies and error responses (found by tests/test_fuzz_openapi.py) -------------
