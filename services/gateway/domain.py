@@ -4,7 +4,6 @@ and what valid directory data looks like. No I/O here."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
@@ -140,6 +139,8 @@ def preview_actor(staff: Actor, account: Any, tenant_id: str) -> Actor:
 
 
 # --- rate limits -----------------------------------------------------------------------
+# The ``from_env`` readers below parse the mapping the service passes in (its
+# Settings.raw): a pure domain reads no environment of its own.
 @dataclass(frozen=True)
 class RateLimits:
     account: int = 5
@@ -147,8 +148,7 @@ class RateLimits:
     window_seconds: int = 300
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RateLimits:
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> RateLimits:
         return cls(
             account=int(env.get("LOGIN_LIMIT_PER_ACCOUNT", "5")),
             address=int(env.get("LOGIN_LIMIT_PER_ADDRESS", "30")),
@@ -449,10 +449,41 @@ def staff_user_event(user: Any) -> dict[str, Any]:
 
 
 def settings_event(row: Any) -> dict[str, Any]:
-    """Data of ``directory.settings.updated``: the settings other services act on."""
+    """Data of ``directory.settings.updated``: the tenant's settings in full."""
     return {
         "features": effective_features(row.features),
         "notify_new_request_roles": list(row.notify_new_request_roles),
+        "tax_rate_bp": row.tax_rate_bp,
+        "currency": row.currency,
+        "approval_terms": row.approval_terms,
+        "reason_codes": list(row.reason_codes),
+        "work_order_token_hours": row.work_order_token_hours,
+    }
+
+
+def customer_event(customer: Any) -> dict[str, Any]:
+    """Data of ``directory.customer.*``: the customer and its settings."""
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "account_number": customer.account_number,
+        "require_invoice_authorization": customer.require_invoice_authorization,
+        "portal_features": dict(customer.portal_features or {}),
+    }
+
+
+def portal_account_event(account: Any) -> dict[str, Any]:
+    """Data of ``directory.portal_account.*``: named fields only, so that the password
+    hash (or any secret added to the row later) can never leave in an event."""
+    return {
+        "id": account.id,
+        "customer_id": account.customer_id,
+        "contact_id": account.contact_id,
+        "name": full_name(account.first_name, account.last_name),
+        "email": account.email,
+        "permissions": list(account.permissions),
+        "unit_ids": None if account.unit_ids is None else [str(u) for u in account.unit_ids],
+        "enabled": account.enabled,
     }
 
 
@@ -468,8 +499,7 @@ class LinkLifetimes:
     password_reset: timedelta = timedelta(minutes=60)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LinkLifetimes:
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> LinkLifetimes:
         return cls(
             invitation=timedelta(hours=int(env.get("INVITATION_TTL_HOURS", "72"))),
             password_reset=timedelta(minutes=int(env.get("PASSWORD_RESET_TTL_MINUTES", "60"))),
@@ -489,8 +519,7 @@ class ResetLimits:
     min_seconds: float = 0.25
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ResetLimits:
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> ResetLimits:
         return cls(
             account=int(env.get("PASSWORD_RESET_LIMIT_PER_ACCOUNT", "3")),
             address=int(env.get("PASSWORD_RESET_LIMIT_PER_ADDRESS", "20")),

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from eventlet import tpool
 from eventlet.patcher import original
 
-from kit.config import ConfigError
+from kit.config import ConfigError, env_text
 
 __all__ = [
     "ConfigError",
@@ -307,7 +307,7 @@ def _build_hasher(fast: bool) -> PasswordHasher:
 
 def _fast() -> bool:
     # Read on each call (not at import) so tests can flip the flag with monkeypatch.
-    return os.environ.get("PORTICO_ARGON2_FAST") == "1"
+    return env_text("PORTICO_ARGON2_FAST", "") == "1"
 
 
 def _hasher() -> PasswordHasher:
@@ -325,7 +325,7 @@ def _dummy_hash(fast: bool) -> str:
 # work goes to eventlet's pool of OS threads (argon2-cffi releases the GIL while it
 # hashes) and the hub keeps serving. At most ARGON2_MAX_CONCURRENT run at once, the rest
 # wait on a green semaphore: each holds 64 MiB, and the gateway's container is limited
-# to 256 MiB (deploy/k8s/gateway.yaml); more threads would not add CPU anyway.
+# to 256 MiB (services/registry.py, deploy/k8s/base); more threads would not add CPU anyway.
 ARGON2_MAX_CONCURRENT = 2
 # The hashing threads (and argon2's own lane threads, which inherit it) run at a lower
 # CPU priority than the hub, so on a busy machine requests are served first and sign-ins

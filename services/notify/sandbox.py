@@ -29,11 +29,13 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from kit.config import env_float, env_int
+
 log = logging.getLogger(__name__)
 
-RENDER_TIMEOUT_SECONDS = float(os.environ.get("NOTIFY_RENDER_TIMEOUT_SECONDS", "1.0"))
-RENDER_MEMORY_MB = int(os.environ.get("NOTIFY_RENDER_MEMORY_MB", "512"))
-MAX_OUTPUT_CHARS = int(os.environ.get("NOTIFY_RENDER_MAX_CHARS", "100000"))
+RENDER_TIMEOUT_SECONDS = env_float("NOTIFY_RENDER_TIMEOUT_SECONDS", 1.0)
+RENDER_MEMORY_MB = env_int("NOTIFY_RENDER_MEMORY_MB", 512)
+MAX_OUTPUT_CHARS = env_int("NOTIFY_RENDER_MAX_CHARS", 100000)
 STARTUP_TIMEOUT_SECONDS = 20.0
 _READY = "ready"
 
@@ -151,8 +153,10 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
         stdout.flush()
 
 
-def main() -> None:
-    _limit_memory(int(os.environ.get("NOTIFY_RENDER_MEMORY_MB", RENDER_MEMORY_MB)))
+def main(argv: list[str] | None = None) -> None:
+    """The worker: its memory limit in MB is its one argument (the caller's setting)."""
+    args = sys.argv[1:] if argv is None else argv
+    _limit_memory(int(args[0]) if args else RENDER_MEMORY_MB)
     serve()
 
 
@@ -235,13 +239,11 @@ class SandboxProcess:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._kill()
-        env = {**os.environ, "NOTIFY_RENDER_MEMORY_MB": str(self.memory_mb)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "services.notify.sandbox"],
+            [sys.executable, "-m", "services.notify.sandbox", str(self.memory_mb)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=env,
             close_fds=True,
         )
         self.started += 1
