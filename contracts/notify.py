@@ -81,3 +81,47 @@ class NotificationPage(Schema):
     items = fields.List(fields.Nested(NotificationSchema), required=True)
     next_cursor = Str(allow_none=True, required=True)
     unread_count = fields.Integer(required=True)
+
+
+# ------------------------------------------------------------------ email attachments
+# How an event asks notify to attach files to its email: an optional ``attachments``
+# list in the event's data, each naming a file already in the blob store. An event
+# contract that may carry files includes ``attachments = attachments_field()``; notify
+# passes the list to that event's email deliveries (never SMS or in-app) and reads the
+# bytes from the blob store when it sends. A file missing from the store fails that
+# delivery for good with the file named in ``last_error``; so do files above 15 MB
+# together (services.notify.attachments holds the limits).
+ATTACHMENT_SHA256_PATTERN = r"^[0-9a-f]{64}$"
+CONTENT_TYPE_PATTERN = r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$"
+MAX_ATTACHMENTS = 10
+
+
+class Attachment(Schema):
+    sha256 = Str(
+        required=True,
+        validate=validate.Regexp(ATTACHMENT_SHA256_PATTERN, error="not a SHA-256 hex digest"),
+        metadata={"description": "The file's id in the blob store (kit.blobs)"},
+    )
+    filename = Str(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=200),
+            validate.Regexp(r"^[^\x00-\x1f\x7f/\\]+$", error="no path or control characters"),
+        ],
+    )
+    content_type = Str(
+        required=True,
+        validate=validate.Regexp(CONTENT_TYPE_PATTERN, error="not a content type"),
+        metadata={"example": "application/pdf"},
+    )
+
+
+def attachments_field() -> fields.List:
+    """The optional ``attachments`` field of an event that sends files by email."""
+    return fields.List(
+        fields.Nested(Attachment),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_ATTACHMENTS),
+        metadata={"description": "Files notify attaches to this event's email"},
+    )

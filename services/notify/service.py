@@ -38,7 +38,7 @@ from kit.messaging import event_consumer
 from kit.observability import Metrics
 from kit.providers import Database, WorkerDb, rpc
 from kit.schemas import load as load_payload
-from services.notify import domain
+from services.notify import attachments, domain
 from services.notify.channels import TEMPLATE_DIR, Renderer
 from services.notify.models import (
     Contact,
@@ -186,6 +186,8 @@ def _store_plan(
     # The templates greet staff with the customer's name, a fact the event does not carry.
     shown = {**event, "data": {**data, "customer_name": customer_name or ""}}
     built_in = renderer.with_overrides(None)
+    # Files the event asks to attach travel with its email deliveries only.
+    files = [ref.as_json() for ref in attachments.requested(data)] or None
     created: list[str] = []
     for recipient, channel in plan:
         ctx = Renderer.context(shown, recipient, tenant_name=tenant_name, portal_base=portal_base)
@@ -205,6 +207,7 @@ def _store_plan(
             channel=channel,
             address=domain.address_for(recipient, channel),
             context=ctx,
+            attachments=files if channel == "email" else None,
             status="pending",
             attempts=0,
             next_attempt_at=func.now(),
