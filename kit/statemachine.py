@@ -19,21 +19,47 @@ same act from whichever state allows it. A machine whose event must depend on wh
 move starts declares the two starting points as different targets (e.g. ``reopened``
 next to ``open``), which keeps each state's rule readable on its own line.
 
-How estimates will declare their three machines (one per thing that has a status)::
+How estimates will declare their three machines (one per thing that has a status),
+sharing the ``Who`` values the way quotes does (``STAFF``: admin/manager/advisor;
+``CUSTOMER_OR_MANAGER``: portal users with ``estimates.approve``, else a manager acting
+``on_behalf``)::
 
-    ESTIMATE = Machine(
+    ESTIMATE: Machine[ActorLike] = Machine(
         noun="estimate",
         states=(DRAFT, SENT, APPROVED, PARTIALLY_APPROVED, DECLINED, SUPERSEDED),
-        transitions={DRAFT: {SENT}, SENT: {APPROVED, PARTIALLY_APPROVED, DECLINED,
-                     SUPERSEDED}, ...},
+        transitions={
+            DRAFT: {SENT},
+            SENT: {APPROVED, PARTIALLY_APPROVED, DECLINED, SUPERSEDED},
+            PARTIALLY_APPROVED: {APPROVED, SUPERSEDED},
+        },
         entries={
             SENT: Entry(STAFF, "estimate.sent"),
             APPROVED: Entry(CUSTOMER_OR_MANAGER, "estimate.approved"),
-            ...
+            PARTIALLY_APPROVED: Entry(CUSTOMER_OR_MANAGER, "estimate.partially_approved"),
+            DECLINED: Entry(CUSTOMER_OR_MANAGER, "estimate.declined"),
+            SUPERSEDED: Entry(STAFF, "estimate.superseded"),  # a new version was sent
         },
     )
-    LINE = Machine(noun="estimate line", field="decision", ...)   # pending/approved/declined/deferred
-    DISPUTE = Machine(noun="dispute", ...)                         # open/answered/resolved/reopened
+    LINE: Machine[ActorLike] = Machine(  # one decision per estimate line
+        noun="estimate line",
+        field_name="decision",
+        states=(UNDECIDED, ACCEPTED, REFUSED, DEFERRED),
+        transitions={UNDECIDED: {ACCEPTED, REFUSED, DEFERRED}, DEFERRED: {ACCEPTED, REFUSED}},
+        entries={s: Entry(CUSTOMER_OR_MANAGER) for s in (UNDECIDED, ACCEPTED, REFUSED, DEFERRED)},
+        default_event="estimate.line_decided",
+    )
+    DISPUTE: Machine[ActorLike] = Machine(
+        noun="dispute",
+        states=(OPEN, ANSWERED, RESOLVED, REOPENED),
+        transitions={OPEN: {ANSWERED}, ANSWERED: {RESOLVED, REOPENED}, REOPENED: {ANSWERED}},
+        entries={
+            OPEN: Entry(CUSTOMER),
+            ANSWERED: Entry(STAFF, "estimate.dispute_answered"),
+            RESOLVED: Entry(CUSTOMER_OR_MANAGER, "estimate.dispute_resolved"),
+            REOPENED: Entry(CUSTOMER, "estimate.dispute_reopened"),
+        },
+        default_event="estimate.dispute_opened",
+    )
 
 and each operation calls ``ESTIMATE.move(actor, estimate.status, target)`` and publishes
 ``move.event``; :attr:`Move.capacity` says in which capacity the caller acted (e.g. a

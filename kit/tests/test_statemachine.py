@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import textwrap
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kit import statemachine
 from kit.errors import Forbidden, InvalidTransition, ValidationFailed, status_for
 from kit.statemachine import Clause, Entry, Machine, Refusal, Who
 
@@ -224,3 +226,44 @@ def test_move_is_target_then_who_then_edge(spec, current, target, kind):
     else:
         with pytest.raises(expected):
             machine.move(caller, current, target)
+
+
+def test_the_estimates_example_in_the_docs_declares_valid_machines():
+    doc = statemachine.__doc__ or ""
+    block = doc.split("on_behalf``)::\n", 1)[1].split("\nand each operation", 1)[0]
+    names = [
+        "DRAFT",
+        "SENT",
+        "APPROVED",
+        "PARTIALLY_APPROVED",
+        "DECLINED",
+        "SUPERSEDED",
+        "UNDECIDED",
+        "ACCEPTED",
+        "REFUSED",
+        "DEFERRED",
+        "OPEN",
+        "ANSWERED",
+        "RESOLVED",
+        "REOPENED",
+    ]
+    scope: dict[str, object] = {n: n.lower() for n in names}
+    scope.update(
+        Machine=Machine,
+        Entry=Entry,
+        ActorLike=Caller,
+        STAFF=STAFF_ONLY,
+        CUSTOMER=CUSTOMER_OR_MANAGER,
+        CUSTOMER_OR_MANAGER=CUSTOMER_OR_MANAGER,
+    )
+    exec(textwrap.dedent(block), scope)
+    estimate, line, dispute = scope["ESTIMATE"], scope["LINE"], scope["DISPUTE"]
+    assert isinstance(estimate, Machine) and isinstance(line, Machine)
+    assert isinstance(dispute, Machine)
+    assert estimate.move(MANAGER, "sent", "approved").capacity == "on_behalf"
+    assert estimate.final_states == {"approved", "declined", "superseded"}
+    assert line.move(CUSTOMER, "deferred", "accepted").event == "estimate.line_decided"
+    with pytest.raises(ValidationFailed) as err:
+        line.move(CUSTOMER, "undecided", "maybe")
+    assert list(err.value.errors or {}) == ["decision"]
+    assert dispute.move(STAFF, "open", "answered").event == "estimate.dispute_answered"
