@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from kit.schemas import shared
+from contracts.common import shared
 
 EXCHANGE = "portico.events"
 # The same events again, except PRIVATE_EVENTS, for external integrations, routed by
@@ -80,8 +80,22 @@ class TenantEvent(Schema):
 
 
 class CustomerEvent(Schema):
+    """Data of ``directory.customer.*``: the customer and the settings services act on.
+
+    The settings fields came later: an event published before them loads with
+    ``null`` (unknown), never with a guessed value."""
+
     id = fields.UUID(required=True)
     name = fields.String(required=True)
+    account_number = fields.String(allow_none=True, load_default=None)
+    require_invoice_authorization = fields.Boolean(allow_none=True, load_default=None)
+    portal_features = fields.Dict(
+        keys=fields.String(),
+        values=fields.Boolean(),
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "The customer's own switches (absent: the tenant's apply)"},
+    )
 
 
 class ContactEvent(Schema):
@@ -113,10 +127,41 @@ class UnitEvent(Schema):
 
 
 class SettingsEvent(Schema):
-    """Data of ``directory.settings.updated``: the tenant settings other services act on."""
+    """Data of ``directory.settings.updated``: the tenant's settings in full.
+
+    The fields after ``notify_new_request_roles`` came later: an event published before
+    them loads with ``null`` (unknown), never with a guessed value."""
 
     features = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)
     notify_new_request_roles = fields.List(fields.String(), required=True)
+    tax_rate_bp = fields.Integer(
+        allow_none=True, load_default=None, metadata={"description": "Tax rate, basis points"}
+    )
+    currency = fields.String(
+        allow_none=True, load_default=None, metadata={"description": "ISO 4217 code"}
+    )
+    approval_terms = fields.String(allow_none=True, load_default=None)
+    reason_codes = fields.List(fields.String(), allow_none=True, load_default=None)
+    work_order_token_hours = fields.Integer(allow_none=True, load_default=None)
+
+
+class PortalAccountEvent(Schema):
+    """Data of ``directory.portal_account.*``: a customer's portal login as it is after
+    the change (``deleted``: as it was). Never its password hash or any token."""
+
+    id = fields.UUID(required=True)
+    customer_id = fields.UUID(required=True)
+    contact_id = fields.UUID(allow_none=True, load_default=None)
+    name = fields.String(required=True)
+    email = fields.String(required=True)
+    permissions = fields.List(fields.String(), required=True)
+    unit_ids = fields.List(
+        fields.UUID(),
+        required=True,
+        allow_none=True,
+        metadata={"description": "null: every unit of the customer"},
+    )
+    enabled = fields.Boolean(required=True)
 
 
 class LinkIssuedEvent(Schema):
@@ -170,6 +215,21 @@ EVENTS: dict[str, tuple[type[Schema], str, str]] = {
     "directory.staff_user.updated": (StaffUserEvent, "gateway", "A staff account changed."),
     "directory.unit.created": (UnitEvent, "gateway", "A customer's unit was added."),
     "directory.unit.updated": (UnitEvent, "gateway", "A customer's unit changed."),
+    "directory.portal_account.created": (
+        PortalAccountEvent,
+        "gateway",
+        "A customer's person was given a portal login.",
+    ),
+    "directory.portal_account.updated": (
+        PortalAccountEvent,
+        "gateway",
+        "A portal login changed (name, permissions, units, enabled).",
+    ),
+    "directory.portal_account.deleted": (
+        PortalAccountEvent,
+        "gateway",
+        "A portal login was deleted (data: the account as it was).",
+    ),
     "directory.settings.updated": (SettingsEvent, "gateway", "A tenant's settings changed."),
     "auth.link_issued": (
         LinkIssuedEvent,

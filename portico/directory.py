@@ -1,7 +1,8 @@
 """Republish the directory: every fact other services keep a copy of, as events.
 
 Services keep local copies of directory facts from ``directory.*`` events (notify for
-recipients, quotes to check references). A copy that began after the facts were
+recipients, quotes to check references; tenant and customer settings and portal
+accounts for the services that act on them). A copy that began after the facts were
 published (a service added later, a queue declared later, a restored database) starts
 empty; ``portico directory republish`` fills it. Consumers apply a fact only when it is
 newer than the one they hold and record every event id, so republishing is harmless.
@@ -19,11 +20,13 @@ from kit.config import Settings
 from kit.db import DatabaseCore
 from kit.messaging import EventPublisher, publish_committed
 from services.gateway import domain
+from services.gateway.api_accounts import account_event
 from services.gateway.api_directory import _contact_event, _customer_event, _unit_event
 from services.gateway.api_staff import _user_event
 from services.gateway.models import (
     Contact,
     Customer,
+    PortalAccount,
     StaffUser,
     Tenant,
     TenantSettings,
@@ -39,6 +42,7 @@ _ENTITIES: tuple[tuple[Any, Callable[[Any, Any], None]], ...] = (
     (Contact, lambda uow, c: _contact_event(uow, "directory.contact.updated", c)),
     (Unit, lambda uow, u: _unit_event(uow, "directory.unit.updated", u)),
     (StaffUser, lambda uow, s: _user_event(uow, "directory.staff_user.updated", s)),
+    (PortalAccount, lambda uow, a: account_event(uow, "directory.portal_account.updated", a)),
 )
 
 

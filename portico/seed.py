@@ -70,12 +70,11 @@ def create_tenant(
         publisher = EventPublisher(settings.amqp_uri)
         core.after_commit.append(lambda envelopes: publish_committed(core, publisher, envelopes))
         with core.unit_of_work(tenant_id=tenant_id) as uow:
-            uow.session.add(
-                TenantSettings(
-                    features={f: True for f in domain.TENANT_FEATURES},
-                    reason_codes=["phone", "in_person", "email"],
-                )
+            tenant_settings = TenantSettings(
+                features={f: True for f in domain.TENANT_FEATURES},
+                reason_codes=["phone", "in_person", "email"],
             )
+            uow.session.add(tenant_settings)
             admin = StaffUser(
                 email=email,
                 password_hash=hash_password(admin_password),
@@ -86,6 +85,7 @@ def create_tenant(
             uow.session.add(admin)
             uow.session.flush()
             uow.emit("directory.tenant.created", {"id": tenant_id, "slug": slug, "name": name})
+            uow.emit("directory.settings.updated", domain.settings_event(tenant_settings))
             uow.emit("directory.staff_user.created", domain.staff_user_event(admin))
         return tenant_id
     finally:

@@ -412,9 +412,11 @@ def test_a_tenants_switched_off_feature_is_403_and_in_me(system, other_tenant, d
             .scalars()
             .all()
         )
+    full = ("tax_rate_bp", "currency", "approval_terms", "reason_codes", "work_order_token_hours")
     assert events and events[-1]["data"] == {
         "features": {"quotes": False, "bookings": True, "payments": True, "history": True},
         "notify_new_request_roles": ["admin"],
+        **{k: changed[k] for k in full},
     }
     ok(admin.patch("/settings", {"features": {"quotes": True}}))
     ok(portal.get("/quote-requests"))

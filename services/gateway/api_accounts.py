@@ -125,6 +125,11 @@ def _account_values(
     return values
 
 
+def account_event(uow: Any, event: str, account: PortalAccount) -> None:
+    """Services that act for a customer's people keep a copy from these events."""
+    uow.emit(event, domain.portal_account_event(account))
+
+
 @route(
     "GET",
     "/customers/{id}/portal-accounts",
@@ -152,6 +157,7 @@ def list_accounts(call: Call) -> Any:
     body=AccountCreate,
     response=PortalAccountSchema,
     status=201,
+    idempotency="optional",
 )
 def create_account(call: Call) -> Any:
     domain.require_directory_writer(call.require_actor())
@@ -167,6 +173,7 @@ def create_account(call: Call) -> Any:
         account = PortalAccount(customer_id=customer.id, password_hash=None, **values)
         uow.session.add(account)
         flush_unique(uow)
+        account_event(uow, "directory.portal_account.created", account)
         if account.enabled:
             issue_link(uow, "invitation", account, lifetimes(call))
         return account
@@ -216,6 +223,7 @@ def patch_account(call: Call) -> Any:
         if apply(account, values):
             account.version += 1
             flush_unique(uow)
+            account_event(uow, "directory.portal_account.updated", account)
         if reason:
             AuthCore.revoke_subject(uow.session, account.id, reason)
         return account
@@ -242,5 +250,6 @@ def delete_account(call: Call) -> Any:
         account = fetch(uow, PortalAccount, call.path["id"], lock=True)
         domain.check_version(account.version, expected_version(call))
         AuthCore.revoke_subject(uow.session, account.id, "subject_deleted")
+        account_event(uow, "directory.portal_account.deleted", account)
         uow.session.delete(account)
     return None

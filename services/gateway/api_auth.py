@@ -197,4 +197,6 @@ def patch_me(call: Call) -> Any:
             subject.time_zone = b["time_zone"]
         if actor.is_staff:  # other services keep staff names (e.g. in emails)
             uow.emit("directory.staff_user.updated", domain.staff_user_event(subject))
+        elif actor.kind == "portal":  # and portal account names
+            uow.emit("directory.portal_account.updated", domain.portal_account_event(subject))
         return _me(call, uow, subject)

@@ -178,7 +178,7 @@ class CustomerPatch(Schema):
 
 
 def _customer_event(uow: Any, event: str, customer: Customer) -> None:
-    uow.emit(event, {"id": customer.id, "name": customer.name})
+    uow.emit(event, domain.customer_event(customer))
 
 
 def _like(text: str) -> str:
