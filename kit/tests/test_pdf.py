@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from typing import Any
 
 import pypdfium2 as pdfium
 import pytest
@@ -15,8 +16,8 @@ from kit.pdf import Column, Document, Signature, render
 MONEY = (Column("Description", weight=4), Column("Qty", "right"), Column("Amount", "right"))
 
 
-def estimate(**changes):
-    values = {
+def estimate(**changes: Any) -> Document:
+    values: dict[str, Any] = {
         "title": "Estimate E-1001",
         "header": [("Customer", "Zoë Müller GmbH"), ("Unit", "Truck 7 — Straße 5")],
         "columns": MONEY,
@@ -67,7 +68,8 @@ def test_output_is_a_pdf_with_every_part_of_the_document_as_text():
         "Page 1",
     ):
         assert expected in text, expected
-    assert PdfReader(io.BytesIO(pdf)).metadata.title == "Estimate E-1001"
+    info = PdfReader(io.BytesIO(pdf)).metadata
+    assert info is not None and info.title == "Estimate E-1001"
 
 
 def test_the_same_document_gives_the_same_bytes():
