@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from kit.pagination import CURSOR_PATTERN
+from contracts.common import CURSOR_PATTERN
 
 STATUSES = ("pending", "in_process", "customer_approval_needed", "approved", "denied", "cancelled")
 # What PATCH may set; decisions go through /approve, /deny and /cancel.

@@ -3,8 +3,12 @@
 The gateway builds an :class:`Actor` from a verified token and puts it, with the
 request id, into nameko's context data. nameko copies context data into the headers
 of every RPC call it makes, so each service reads the same identity back with
-:class:`RequestContext` and the same request id reaches logs and events.
+``kit.providers.RequestContext`` and the same request id reaches logs and events.
 The broker is internal: only processes holding AMQP credentials can set these headers.
+
+Pure (standard library only), so that every ``domain.py`` can use :class:`Actor`;
+:class:`Context` reads a worker's context data without importing nameko, and the
+nameko dependency provider that injects it lives in ``kit.providers``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nameko.extensions import DependencyProvider
+from kit.errors import Unauthenticated
 
 ACTOR_KEY = "portico_actor"
 REQUEST_ID_KEY = "portico_request_id"
@@ -104,8 +108,6 @@ class Context:
     def require_actor(self) -> Actor:
         actor = self.actor
         if actor is None:
-            from kit.errors import Unauthenticated
-
             raise Unauthenticated("no caller identity in the request context")
         return actor
 
@@ -138,12 +140,11 @@ class Context:
             self._worker_ctx.data[CAUSATION_KEY] = causation_id
 
 
-class RequestContext(DependencyProvider):
-    """Injects :class:`Context`; also primes the log fields for the worker."""
+def __getattr__(name: str) -> Any:
+    # ``from kit.context import RequestContext`` (the nameko provider, now in
+    # kit.providers) keeps working without importing nameko for the pure parts.
+    if name == "RequestContext":
+        from kit.providers import RequestContext
 
-    def get_dependency(self, worker_ctx: Any) -> Context:
-        ctx = Context(worker_ctx)
-        current_request_id.set(worker_ctx.data.get(REQUEST_ID_KEY))
-        actor = ctx.actor
-        current_tenant_id.set(actor.tenant_id if actor else None)
-        return ctx
+        return RequestContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

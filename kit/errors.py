@@ -1,19 +1,17 @@
 """Domain errors with stable codes, and the one table that maps them to HTTP.
 
-Services raise these; ``kit.providers.rpc`` sends them across RPC as the registered
-base class with their code (``deserialize_to_instance`` rebuilds it on the caller's
-side), and the gateway turns them into
-``application/problem+json`` with :func:`problem`. No other mapping exists.
+Pure (standard library only), so that every ``domain.py`` can raise them. Services
+raise these; ``kit.providers.rpc`` sends them across RPC as the base class with their
+code (:mod:`kit.rpcerrors` registers it with nameko, which rebuilds it on the caller's
+side), and the gateway turns them into ``application/problem+json`` with
+:func:`problem`. No other mapping exists.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nameko.exceptions import deserialize_to_instance
 
-
-@deserialize_to_instance
 class DomainError(Exception):
     """Base of every rule broken on purpose; ``code`` is stable and documented."""
 

@@ -10,16 +10,12 @@ from typing import Any
 
 from sqlalchemy import and_, or_
 
+from contracts.common import CURSOR_PATTERN  # the contracts state it; the kit must match it
 from kit.errors import ValidationFailed
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
-
-# A cursor is "<microseconds since 1970 UTC>-<row id as 32 hex digits>": opaque to
-# clients, yet exactly describable by a pattern (the OpenAPI document states it), so
-# every string that matches it is a cursor the server accepts and no other string is.
-CURSOR_PATTERN = r"^[0-9]{1,16}-[0-9a-f]{32}$"
 _CURSOR_RE = re.compile(CURSOR_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""nameko dependency providers: the database (with its outbox relay) and timed RPC."""
+"""nameko dependency providers: the request context, the database (with its outbox
+relay) and timed RPC."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from nameko.rpc import Rpc as NamekoRpc
 from sqlalchemy import MetaData
 
 from kit.config import Settings, load
-from kit.context import Context
+from kit.context import REQUEST_ID_KEY, Context, current_request_id, current_tenant_id
 from kit.db import DatabaseCore, unavailable
 from kit.errors import DomainError, ServiceUnavailable, status_for
 from kit.messaging import (
@@ -34,6 +35,7 @@ from kit.messaging import (
     publish_committed,
     relay_once,
 )
+from kit.rpcerrors import for_the_wire
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,17 @@ def broker_unavailable(exc: BaseException) -> bool:
     errors as ``OperationalError``; amqp raises its own ``ConnectionError`` (connection
     forced closed, e.g. the broker stopping). The broker's twin of ``kit.db.unavailable``."""
     return isinstance(exc, OperationalError | amqp.exceptions.ConnectionError)
+
+
+class RequestContext(DependencyProvider):
+    """Injects :class:`kit.context.Context`; also primes the log fields for the worker."""
+
+    def get_dependency(self, worker_ctx: Any) -> Context:
+        ctx = Context(worker_ctx)
+        current_request_id.set(worker_ctx.data.get(REQUEST_ID_KEY))
+        actor = ctx.actor
+        current_tenant_id.set(actor.tenant_id if actor else None)
+        return ctx
 
 
 class WorkerDb:
@@ -274,11 +287,7 @@ class DomainRpc(NamekoRpc):
             error = ServiceUnavailable("The message broker is unreachable; retry shortly.")
             exc_info = (ServiceUnavailable, error, exc_info[2])
         if exc_info is not None and isinstance(exc_info[1], DomainError):
-            err = exc_info[1]
-            # ``errors`` travels as a mapping ({} for none): nameko would send None as "None".
-            wire = DomainError(err.code, err.detail or "", err.errors)
-            wire.args = (wire.code, wire.detail, wire.errors or {})
-            exc_info = (DomainError, wire, exc_info[2])
+            exc_info = (DomainError, for_the_wire(exc_info[1]), exc_info[2])
         return super().handle_result(message, worker_ctx, result, exc_info)
 
 

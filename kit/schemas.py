@@ -1,7 +1,7 @@
 """One instance per marshmallow schema class, and the one loader of input.
 
-Building a Schema deep-copies its declared fields (~0.3 ms each time); instances hold
-no per-call state for load/dump, so every caller shares one.
+:func:`shared` (one instance per schema class) lives in :mod:`contracts.common`, since
+the contracts use it too and must not import the kit; it is re-exported here.
 
 Every string that a loader accepts also passes :mod:`kit.text`: single-line unless its
 field declares ``metadata={"multiline": True}``. The gateway's body/query loader and
@@ -10,20 +10,15 @@ field declares ``metadata={"multiline": True}``. The gateway's body/query loader
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields
 
+from contracts.common import shared
 from kit.errors import ValidationFailed
 from kit.text import TextError, clean
 
-S = TypeVar("S", bound=Schema)
-
-
-@cache
-def shared(schema_cls: type[S]) -> S:
-    return schema_cls()
+__all__ = ["is_multiline", "load", "shared", "text_errors", "validation_errors"]
 
 
 def validation_errors(err: ValidationError) -> dict[str, list[str]]:

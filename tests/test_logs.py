@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
+import kit.rpcerrors  # noqa: F401 - registers DomainError with nameko for this raw caller
 from kit.context import ACTOR_KEY, REQUEST_ID_KEY, Actor
 from kit.errors import DomainError
 from tests.support import ROOT, Environment, Process, wait_ready

@@ -5,13 +5,12 @@ from __future__ import annotations
 from nameko.exceptions import deserialize, serialize
 
 from kit.errors import DomainError, NotFound, ValidationFailed, problem
+from kit.rpcerrors import for_the_wire
 
 
 def _over_the_wire(exc: DomainError) -> DomainError:
     # What kit.providers.DomainRpc sends: the base class, errors as a mapping.
-    wire = DomainError(exc.code, exc.detail, exc.errors)
-    wire.args = (wire.code, wire.detail, wire.errors or {})
-    back = deserialize(serialize(wire))
+    back = deserialize(serialize(for_the_wire(exc)))
     assert isinstance(back, DomainError)
     return back
 
