@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from kit.pagination import CURSOR_PATTERN
+from contracts.common import CURSOR_PATTERN
 
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed")
 CHANNELS = ("email", "sms")
