@@ -245,6 +245,7 @@ def _request_reset(call: Call, tenant_slug: str, email: str) -> None:
     response=AcceptedSchema,
     status=202,
     errors=(429,),
+    idempotency="optional",
 )
 def request_password_reset(call: Call) -> Any:
     started = time.monotonic()

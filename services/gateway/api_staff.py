@@ -144,6 +144,7 @@ def list_users_page(call: Call) -> Any:
     body=UserCreate,
     response=StaffUserSchema,
     status=201,
+    idempotency="optional",
 )
 def create_user(call: Call) -> Any:
     domain.require_staff(call.require_actor(), "admin")

@@ -17,7 +17,9 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKeyConstraint,
+    Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -207,3 +209,25 @@ class RateLimit(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IdempotencyKey(TenantScoped, Base):
+    """The first answer to a write sent with an ``Idempotency-Key`` header, kept until
+    ``expires_at`` (``services.gateway.idempotency``). ``lease_until`` bounds how long an
+    ``in_progress`` claim holds the key if its gateway dies mid-request."""
+
+    __tablename__ = "idempotency_keys"
+    # The key's scope is the primary key; tenant_id leads it (no separate index).
+    tenant_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    caller: Mapped[str] = mapped_column(String(64), primary_key=True)  # kind:id
+    route: Mapped[str] = mapped_column(String(200), primary_key=True)  # "POST /x/{id}"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # in_progress | done
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSONB, nullable=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index(None, "tenant_id", "expires_at"),)

@@ -180,6 +180,22 @@ def dict_rules(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) ->
 
 
 # --- operations ------------------------------------------------------------------------
+# services.gateway.idempotency: the same key and request answer as the first time.
+IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "description": "A key of the client's choosing (a UUID, say): sent again with the same "
+    "request, the first answer is returned and nothing runs twice; with another request, 409 "
+    "idempotency_key_reused. Answers below 500 (except 429) are kept 24 hours.",
+    "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+}
+IDEMPOTENT_REPLAYED = {
+    "description": "true when this is the stored answer to an earlier request with the "
+    "same Idempotency-Key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
 def _codes(status: int) -> str:
     """The stable codes an error status carries, from kit.errors' one table."""
     codes = sorted(code for code, s in STATUS_BY_CODE.items() if s == status)
@@ -226,6 +242,8 @@ def _operation(route: Route) -> dict[str, Any]:
     }
     if route.query is not None:
         op["parameters"].append({"in": "query", "schema": route.query})
+    if route.idempotency:
+        op["parameters"].append(IDEMPOTENCY_KEY | {"required": route.idempotency == "required"})
     if route.callers:
         # ``{}``: the bearer token is optional (see Route.token_optional).
         op["security"] = [{"bearer": []}, {}] if route.token_optional else [{"bearer": []}]
@@ -286,6 +304,8 @@ def _operation(route: Route) -> dict[str, Any]:
             ok["content"] = {"application/json": {"schema": route.response}}
         else:
             ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    if route.idempotency:
+        ok["headers"] = {**ok["headers"], "Idempotent-Replayed": IDEMPOTENT_REPLAYED}
     op["responses"][str(route.status)] = ok
     errors = dict(COMMON_ERRORS)
     if route.callers:
@@ -298,6 +318,11 @@ def _operation(route: Route) -> dict[str, Any]:
             "version, or a change its stored values do not allow"
         )
         errors[415] = "Unsupported media type"
+    if route.idempotency:
+        errors[409] += (
+            "; an Idempotency-Key used with another request (idempotency_key_reused), "
+            "or one whose first request is still running (retry after Retry-After)"
+        )
     if route.multipart:
         errors[413] = "Upload too large"
     for status in route.errors:

@@ -12,11 +12,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Request, Response
 
 from kit.blobs import Blobs
-from kit.context import RequestContext, new_request_id
+from kit.context import new_request_id
 from kit.health import HealthEndpoints
 from kit.http import http
 from kit.observability import Metrics
-from kit.providers import Database, Rpc
+from kit.providers import Database, RequestContext, Rpc
 from kit.schemas import shared
 from services.gateway import (  # noqa: F401
     api_accounts,
@@ -27,6 +27,7 @@ from services.gateway import (  # noqa: F401
     api_quotes,
     api_staff,
     domain,
+    idempotency,
 )
 from services.gateway.auth import Authenticator
 from services.gateway.features import caller_features
@@ -36,6 +37,7 @@ from services.gateway.web import (
     API_PREFIX,
     ApiError,
     Call,
+    Route,
     build_map,
     error_response,
     json_response,
@@ -128,23 +130,29 @@ class GatewayService(HealthEndpoints):
             actor=actor,
             claims=claims,
         )
-        result = route.handler(call)
-        if isinstance(result, Response):
-            return result
-        if route.status == 204:
-            return Response(status=204)
-        if route.response is not None:
-            schema = shared(route.response)
-            if route.many:
-                result = {
-                    "items": schema.dump(
-                        [revive(route.response, x) for x in result["items"]], many=True
-                    ),
-                    "next_cursor": result.get("next_cursor"),
-                }
-            else:
-                result = schema.dump(revive(route.response, result))
-        return json_response(result, route.status)
+        if route.idempotency:
+            return idempotency.run(self, route, call, lambda: _respond(route, route.handler(call)))
+        return _respond(route, route.handler(call))
+
+
+def _respond(route: Route, result: Any) -> Response:
+    """The HTTP answer for what a handler returned, dumped with the route's schema."""
+    if isinstance(result, Response):
+        return result
+    if route.status == 204:
+        return Response(status=204)
+    if route.response is not None:
+        schema = shared(route.response)
+        if route.many:
+            result = {
+                "items": schema.dump(
+                    [revive(route.response, x) for x in result["items"]], many=True
+                ),
+                "next_cursor": result.get("next_cursor"),
+            }
+        else:
+            result = schema.dump(revive(route.response, result))
+    return json_response(result, route.status)
 
 
 def _request_id(request: Request) -> str:
