@@ -15,8 +15,8 @@ whatever a crashed sender left behind once its lease expired.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
+from dataclasses import dataclass
 from typing import Any, cast
 
 from nameko.extensions import DependencyProvider
@@ -25,18 +25,17 @@ from sqlalchemy import Table, and_, case, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from contracts import notify as c
-from contracts.events import EVENTS, validate_data
 from kit import pagination
-from kit.config import load
-from kit.context import Actor, RequestContext
+from kit.config import env_float, load
+from kit.context import Actor
 from kit.db import DatabaseCore, UnitOfWork
 from kit.errors import Forbidden, NotFound, ValidationFailed
 from kit.facts import occurred_at, upsert_newer
+from kit.handlers import Handlers
 from kit.health import HealthEndpoints
 from kit.ids import new_id
-from kit.messaging import event_consumer
 from kit.observability import Metrics
-from kit.providers import Database, WorkerDb, rpc
+from kit.providers import Database, RequestContext, WorkerDb, rpc
 from kit.schemas import load as load_payload
 from services.notify import attachments, domain
 from services.notify.channels import TEMPLATE_DIR, Renderer
@@ -55,9 +54,7 @@ from services.notify.sending import SWEEP_BATCH, deliver, senders_from_settings,
 
 log = logging.getLogger(__name__)
 
-HANDLER = "notify.on_event"
-SUPPORTED_EVENT_VERSION = 1
-SWEEP_SECONDS = float(os.environ.get("NOTIFY_SWEEP_SECONDS", "2"))
+SWEEP_SECONDS = env_float("NOTIFY_SWEEP_SECONDS", 2.0)  # fixes the timer at import
 SWEEP_MAX_ROUNDS = 10
 FALLBACK_TENANT_NAME = "your service shop"
 
@@ -76,42 +73,21 @@ _T = cast(Table, Delivery.__table__)
 _N = cast(Table, Notification.__table__)
 
 
-class UnsupportedEventVersion(ValueError):
-    """An envelope version this consumer does not know: dead-letter it, never guess."""
+handlers = Handlers("notify")
 
 
 # ------------------------------------------------------------------ handling events
 
 
-def handle_event(
-    core: DatabaseCore, renderer: Renderer, event: dict[str, Any], *, portal_base: str
-) -> list[str]:
-    """Apply one event in one unit of work; return the ids of new deliveries to send.
-
-    A redelivered event changes nothing and returns no ids.
-    """
-    if int(event.get("version", SUPPORTED_EVENT_VERSION)) != SUPPORTED_EVENT_VERSION:
-        raise UnsupportedEventVersion(f"{event['type']} version {event['version']}")
-    with core.unit_of_work(tenant_id=event["tenant_id"], causation_id=event["id"]) as uow:
-        if not uow.first_time(HANDLER, event["id"]):
-            log.info("event %s already handled", event["id"], extra={"event_id": event["id"]})
-            return []
-        if event["type"] not in EVENTS:
-            log.info("ignoring %s", event["type"], extra={"event_id": event["id"]})
-            return []
-        data = validate_data(event["type"], event["data"])
-        if event["type"] == "directory.settings.updated":
-            _copy_settings(uow, event, data)
-            return []
-        if event["type"].startswith("directory."):
-            _copy_directory_fact(uow, event, data)
-            return []
-        if event["type"] in domain.NOTIFICATION_RULES:  # others notify nobody: no lookups
-            return _store_plan(uow, renderer, {**event, "data": data}, portal_base)
-        return []
+@handlers.on("directory.settings.updated")
+def copy_settings(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
+    """Keep the tenant's ``notify_new_request_roles``; an older event never wins."""
+    roles = {"notify_new_request_roles": list(data["notify_new_request_roles"])}
+    upsert_newer(uow, TenantSettings, uow.tenant_id, roles, occurred_at(event["occurred_at"]))
 
 
-def _copy_directory_fact(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
+@handlers.on("directory.#")
+def copy_directory_fact(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
     """Upsert the local copy; a fact older than the one held is ignored."""
     entity = event["type"].rsplit(".", 1)[0]
     if entity not in _DIRECTORY:
@@ -121,10 +97,31 @@ def _copy_directory_fact(uow: UnitOfWork, event: dict[str, Any], data: dict[str,
     upsert_newer(uow, model, data["id"], values, occurred_at(event["occurred_at"]))
 
 
-def _copy_settings(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
-    """Keep the tenant's ``notify_new_request_roles``; an older event never wins."""
-    roles = {"notify_new_request_roles": list(data["notify_new_request_roles"])}
-    upsert_newer(uow, TenantSettings, uow.tenant_id, roles, occurred_at(event["occurred_at"]))
+@dataclass(frozen=True)
+class NewDeliveries:
+    """The deliveries one event created, sent right after its commit (the sweep backs
+    this up)."""
+
+    channels: Channels
+    core: DatabaseCore
+    ids: list[str]
+
+    def __call__(self) -> None:
+        self.channels.dispatch(self.core, self.ids)
+
+
+@handlers.on(*domain.NOTIFICATION_RULES)  # other events notify nobody: no lookups
+def notify_people(
+    uow: UnitOfWork,
+    event: dict[str, Any],
+    data: dict[str, Any],
+    *,
+    channels: Channels,
+    core: DatabaseCore,
+) -> NewDeliveries | None:
+    """Plan who is told and store it; the new email and SMS go out after the commit."""
+    ids = _store_plan(uow, channels.renderer, {**event, "data": data}, channels.portal_base)
+    return NewDeliveries(channels, core, ids) if ids else None
 
 
 def _new_request_roles(uow: UnitOfWork) -> tuple[str, ...]:
@@ -442,14 +439,7 @@ class NotifyService(HealthEndpoints):
     def _db(self) -> WorkerDb:
         return cast(WorkerDb, self.db)  # nameko injects the provider's WorkerDb
 
-    @event_consumer("notify")
-    def on_event(self, event: dict[str, Any]) -> None:
-        core = self._db.core
-        ids = handle_event(
-            core, self.channels.renderer, event, portal_base=self.channels.portal_base
-        )
-        if ids:  # after the commit, outside the transaction; the sweep backs this up
-            self.channels.dispatch(core, ids)
+    on_event = handlers.consumer()
 
     @timer(interval=SWEEP_SECONDS)
     def sweep_deliveries(self) -> None:

@@ -17,17 +17,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from contracts.events import EVENTS, validate_data
-from kit.db import DatabaseCore, UnitOfWork
+from kit.db import UnitOfWork
 from kit.facts import occurred_at, upsert_newer
+from kit.handlers import Handlers
 from kit.ids import is_uuid
 from services.quotes.domain import Known
 from services.quotes.models import KnownCustomer, KnownStaff, KnownUnit
 
 log = logging.getLogger(__name__)
 
-HANDLER = "quotes.on_directory_event"
-SUPPORTED_EVENT_VERSION = 1
+# Events recorded under the entrypoint's former name, so a redelivery stays a no-op.
+handlers = Handlers("quotes", ledger="quotes.on_directory_event")
 
 # entity prefix -> (local copy, fields copied from the event data)
 COPIES: dict[str, tuple[Any, tuple[str, ...]]] = {
@@ -37,29 +37,13 @@ COPIES: dict[str, tuple[Any, tuple[str, ...]]] = {
 }
 
 
-class UnsupportedEventVersion(ValueError):
-    """An envelope version this consumer does not know: dead-letter it, never guess."""
-
-
-def handle_event(core: DatabaseCore, event: dict[str, Any]) -> bool:
-    """Apply one directory event exactly once; True if it changed the copies' ledger.
-
-    Other types on the queue (tenants, contacts, settings) are recorded and ignored.
-    """
-    if int(event.get("version", SUPPORTED_EVENT_VERSION)) != SUPPORTED_EVENT_VERSION:
-        raise UnsupportedEventVersion(f"{event['type']} version {event['version']}")
-    with core.unit_of_work(tenant_id=event["tenant_id"], causation_id=event["id"]) as uow:
-        if not uow.first_time(HANDLER, event["id"]):
-            log.info("event %s already handled", event["id"], extra={"event_id": event["id"]})
-            return False
-        entity = event["type"].rsplit(".", 1)[0]
-        if event["type"] not in EVENTS or entity not in COPIES:
-            return True
-        data = validate_data(event["type"], event["data"])
-        model, names = COPIES[entity]
-        values = {name: data.get(name) for name in names}
-        upsert_newer(uow, model, str(data["id"]), values, occurred_at(event["occurred_at"]))
-        return True
+@handlers.on(*(f"{entity}.*" for entity in COPIES))
+def copy_fact(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
+    """Upsert the local copy; a fact older than the one held is ignored. Other
+    directory events on the queue (tenants, contacts, settings) are recorded and acked."""
+    model, names = COPIES[event["type"].rsplit(".", 1)[0]]
+    values = {name: data.get(name) for name in names}
+    upsert_newer(uow, model, str(data["id"]), values, occurred_at(event["occurred_at"]))
 
 
 def _ids(values: Iterable[str | None]) -> list[str]:

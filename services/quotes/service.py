@@ -12,14 +12,13 @@ from sqlalchemy import and_, false, func, or_, select, update
 
 from contracts import quotes as c
 from kit import pagination
-from kit.context import Actor, RequestContext
+from kit.context import Actor
 from kit.db import UnitOfWork, utcnow
 from kit.errors import NotFound
 from kit.health import HealthEndpoints
 from kit.ids import is_uuid
-from kit.messaging import event_consumer
 from kit.observability import Metrics
-from kit.providers import Database, rpc
+from kit.providers import Database, RequestContext, rpc
 from kit.schemas import load, shared
 from services.quotes import directory, domain
 from services.quotes.models import Attachment, Comment, QuoteCounter, QuoteRequest, metadata
@@ -419,10 +418,7 @@ class QuotesService(HealthEndpoints):
             return {"items": [self._attachment(a) for a in rows], "next_cursor": next_cursor}
 
     # --- directory facts --------------------------------------------------------------
-    @event_consumer("quotes")
-    def on_directory_event(self, event: dict[str, Any]) -> None:
-        """Keep the local copies of customers, units and staff (exactly once)."""
-        directory.handle_event(self.db.core, event)
+    on_directory_event = directory.handlers.consumer()  # local copies, exactly once
 
     @rpc
     def get_attachment(self, quote_id: str, attachment_id: str) -> dict[str, Any]:

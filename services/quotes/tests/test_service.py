@@ -25,6 +25,7 @@ from contracts.events import make_envelope, parse_envelope
 from kit.context import ACTOR_KEY, Actor, Context
 from kit.db import DatabaseCore, sa_url
 from kit.errors import NotFound, ValidationFailed
+from kit.handlers import UnsupportedEventVersion
 from kit.providers import WorkerDb
 from services.quotes import directory, domain
 from services.quotes.models import KnownCustomer, KnownStaff, KnownUnit, QuoteRequest, metadata
@@ -183,7 +184,8 @@ def test_a_redelivered_event_changes_nothing_and_older_facts_never_win(core):
     t0 = datetime(2030, 1, 1, tzinfo=UTC)
     newer = shop.tell("directory.staff_user.updated", shop.staff_fact(sid, False, "New"), t0)
     shop.tell("directory.staff_user.created", shop.staff_fact(sid, True, "Old"), t0 - timedelta(1))
-    assert directory.handle_event(core, newer) is False  # already handled: nothing applied
+    # already handled: nothing applied
+    assert directory.handlers.handle(core, newer).first_time is False
     with core.unit_of_work(tenant_id=shop.tenant) as uow:
         row = uow.session.get(KnownStaff, sid)
         assert (row.name, row.active) == ("New", False)
@@ -192,9 +194,9 @@ def test_a_redelivered_event_changes_nothing_and_older_facts_never_win(core):
 def test_events_the_copies_do_not_need_are_recorded_and_ignored(core):
     shop = Shop(core)
     event = shop.tell("directory.tenant.updated", {"id": shop.tenant, "slug": "s", "name": "S"})
-    assert directory.handle_event(core, event) is False
-    with pytest.raises(directory.UnsupportedEventVersion):
-        directory.handle_event(core, {**event, "id": new_id(), "version": 2})
+    assert directory.handlers.handle(core, event).first_time is False
+    with pytest.raises(UnsupportedEventVersion):
+        directory.handlers.handle(core, {**event, "id": new_id(), "version": 2})
 
 
 def test_staff_of_another_tenant_cannot_create_on_this_tenants_customer(core, owner):
