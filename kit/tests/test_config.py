@@ -3,11 +3,13 @@ their own accounts, setup the administrators', operators the operator account.""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from kit.config import ConfigError, amqp_vhost, load
+from kit.config import ConfigError, amqp_vhost, env_float, env_int, env_text, load
 
 PRODUCTION = {
     "PORTICO_ENV": "production",
@@ -87,3 +89,67 @@ def test_vhost_of_uris():
     assert amqp_vhost("amqp://h:5672") == "/"
     assert amqp_vhost("amqp://h:5672/%2F") == "/"
     assert amqp_vhost("amqp://h:5672/portico-t-1") == "portico-t-1"
+
+
+# --- a service's own knobs (issue 7: one config object) -----------------------------------
+
+
+def test_env_readers_give_the_default_when_the_variable_is_absent():
+    assert env_text("NOTIFY_X", "d", {}) == "d"
+    assert env_float("NOTIFY_SWEEP_SECONDS", 2.0, {}) == 2.0
+    assert env_float("NOTIFY_LEASE_SECONDS", 60, {}) == 60.0  # an int default is a float
+    assert env_int("NOTIFY_RENDER_MEMORY_MB", 512, {}) == 512
+
+
+def test_env_readers_parse_what_is_set():
+    env = {"A": "0.5", "B": "1024", "C": "text", "D": ""}
+    assert env_float("A", 2.0, env) == 0.5
+    assert env_float("B", 2.0, env) == 1024.0
+    assert env_int("B", 512, env) == 1024
+    assert env_text("C", "d", env) == "text"
+    assert env_text("D", "d", env) == ""  # set but empty is what was set
+
+
+@pytest.mark.parametrize(
+    ("reader", "raw"),
+    [(env_float, "fast"), (env_float, ""), (env_int, "1.5"), (env_int, "lots"), (env_int, "")],
+)
+def test_a_malformed_knob_is_a_config_error_naming_it(reader, raw):
+    with pytest.raises(ConfigError, match="NOTIFY_KNOB"):
+        reader("NOTIFY_KNOB", 1, {"NOTIFY_KNOB": raw})
+
+
+def test_env_readers_read_the_process_environment_at_each_call(monkeypatch):
+    monkeypatch.setenv("PORTICO_TEST_KNOB", "7")
+    assert env_text("PORTICO_TEST_KNOB", "") == "7"
+    assert env_int("PORTICO_TEST_KNOB", 1) == 7 and env_float("PORTICO_TEST_KNOB", 1) == 7.0
+    monkeypatch.delenv("PORTICO_TEST_KNOB")
+    assert env_text("PORTICO_TEST_KNOB", "gone") == "gone"
+
+
+# Not Portico's runtime: the integrator's example runs without it (it imports no kit).
+# kit/runner.py sets a variable for eventlet before eventlet is imported; it reads none.
+_ENVIRON_ALLOWED = {
+    "kit/config.py": None,
+    "contracts/examples/subscriber.py": None,
+    "kit/runner.py": 'os.environ.setdefault("EVENTLET_NO_GREENDNS", "yes")',
+}
+_ENVIRON_READ = re.compile(r"\bos\.(?:environ|getenv)\b|\bfrom os import\b.*\b(?:environ|getenv)\b")
+
+
+def test_no_module_reads_the_environment_but_kit_config():
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for package in ("kit", "contracts", "services", "portico"):
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if "/tests/" in rel:
+                continue
+            allowed = _ENVIRON_ALLOWED.get(rel, "")
+            if allowed is None:
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if _ENVIRON_READ.search(code) and code.strip() != allowed:
+                    found.append(f"{rel}:{number}: {line.strip()}")
+    assert found == []
