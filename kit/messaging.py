@@ -233,9 +233,11 @@ class SafeQueueConsumer(QueueConsumer):
 class EventConsumer(Consumer):
     """Consumes a service's event queue; on failure retries with back-off, then dead-letters.
 
-    The handler gets the validated envelope. The message is acked only after the
-    handler returned (its unit of work has committed) or after it was re-queued to a
-    retry tier or the DLQ, so a crash at any point means redelivery, never loss.
+    The handler gets the validated envelope (services declare theirs with
+    :class:`kit.handlers.Handlers`, whose ``consumer()`` is this entrypoint). The message
+    is acked only after the handler returned (its unit of work has committed) or after
+    it was re-queued to a retry tier or the DLQ, so a crash at any point means
+    redelivery, never loss.
     """
 
     queue_consumer = SafeQueueConsumer()

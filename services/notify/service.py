@@ -83,7 +83,8 @@ handlers = Handlers("notify")
 def copy_settings(uow: UnitOfWork, event: dict[str, Any], data: dict[str, Any]) -> None:
     """Keep the tenant's ``notify_new_request_roles``; an older event never wins."""
     roles = {"notify_new_request_roles": list(data["notify_new_request_roles"])}
-    upsert_newer(uow, TenantSettings, uow.tenant_id, roles, occurred_at(event["occurred_at"]))
+    at = occurred_at(event["occurred_at"])
+    upsert_newer(uow, TenantSettings, event["tenant_id"], roles, at)  # the uow's tenant
 
 
 @handlers.on("directory.#")
