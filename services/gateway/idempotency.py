@@ -16,6 +16,8 @@ Answers below 500 are kept and replayed, refusals (4xx) included: the same reque
 would be refused the same way, and a client that fixes its request sends a new key.
 5xx answers and ``429 rate_limited`` are transient: the claim is released so that a
 retry runs. A gateway that dies mid-request leaves a claim that lapses after a lease.
+Requests refused before the handler (authentication, the body's schema, the key's
+format) claim nothing: they had no effect to repeat.
 Answers are kept ``IDEMPOTENCY_TTL_HOURS`` (24 h by default).
 """
 
