@@ -138,13 +138,3 @@ class Context:
             current_request_id.set(request_id)
         if causation_id:
             self._worker_ctx.data[CAUSATION_KEY] = causation_id
-
-
-def __getattr__(name: str) -> Any:
-    # ``from kit.context import RequestContext`` (the nameko provider, now in
-    # kit.providers) keeps working without importing nameko for the pure parts.
-    if name == "RequestContext":
-        from kit.providers import RequestContext
-
-        return RequestContext
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
