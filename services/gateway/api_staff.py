@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from kit.context import STAFF_ROLES
 from kit.db import new_id
 from kit.errors import NotFound
+from kit.money import CURRENCIES
 from services.gateway import domain
 from services.gateway.api_auth import TokenResponse
 from services.gateway.api_directory import (
@@ -249,7 +250,9 @@ class SettingsPatch(Schema):
         validate=validate.Range(min=0, max=10000),
         metadata={"description": "Basis points: 825 is 8.25 %"},
     )
-    currency = Str(validate=validate.Regexp(domain.CURRENCY_RE, error="ISO 4217, e.g. USD"))
+    # Only currencies the kit's money type knows (minor-unit digits), so every amount a
+    # service computes in the tenant's currency can be computed.
+    currency = Str(validate=validate.OneOf(CURRENCIES, error="an ISO 4217 code, e.g. USD"))
     reason_codes = fields.List(
         Text(validate=validate.Length(min=1, max=64)),
         validate=validate.Length(max=domain.MAX_REASON_CODES),

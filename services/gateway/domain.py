@@ -22,7 +22,6 @@ TENANT_FEATURES = ("quotes", "bookings", "payments", "history")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 PHONE_RE = re.compile(r"^\+?[0-9 ()\-.]{6,20}$")
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 DIRECTORY_WRITERS = ("admin", "manager", "advisor")
 MAX_REASON_CODES = 50
 

@@ -362,10 +362,12 @@ def test_clean_reason_codes() -> None:
     assert len(d.clean_reason_codes([f"code {i}" for i in range(50)])) == 50
 
 
-def test_currency_pattern() -> None:
-    assert d.CURRENCY_RE.match("CAD")
-    for bad in ("usd", "US", "USDX", "U$D"):
-        assert not d.CURRENCY_RE.match(bad)
+def test_settings_take_only_currencies_money_knows() -> None:
+    from services.gateway.api_staff import SettingsPatch
+
+    assert SettingsPatch().load({"currency": "CAD"}) == {"currency": "CAD"}
+    for bad in ("usd", "US", "USDX", "U$D", "XYZ"):
+        assert "currency" in SettingsPatch().validate({"currency": bad})
 
 
 # --- action required -----------------------------------------------------------------------------
