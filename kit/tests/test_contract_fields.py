@@ -70,7 +70,7 @@ def test_round_trip(amount, currency, units, places):
         ({"amount": True, "currency": "USD"}, "amount"),
         ({"amount": MAX_AMOUNT + 1, "currency": "USD"}, "amount"),
         ({"amount": 1, "currency": "usd"}, "currency"),
-        ({"amount": 1, "currency": "XXX"}, "currency"),
+        ({"amount": 1, "currency": "ZZZ"}, "currency"),
         ({"currency": "USD"}, "amount"),
         ({"amount": 1}, "currency"),
         ({"amount": 1, "currency": "USD", "scale": 2}, "scale"),
