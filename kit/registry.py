@@ -32,6 +32,9 @@ class Service:
     entry: str  # "package.module:Class", the nameko service class
     port: int  # default HTTP port (/healthz, /readyz, /metrics; the API on the public one)
     public: bool = False  # serves the public HTTP API (published port, Ingress)
+    # Mounts the shared blob store (BLOB_DIR, the portico-blobs claim): "rw" to store
+    # files, "ro" to read them (notify's attachments); None: no mount.
+    blobs: str | None = None
     min_replicas: int = 2
     max_replicas: int = 10
     resources: Resources = field(default_factory=Resources)
@@ -62,6 +65,8 @@ def check(services: Iterable[Service]) -> tuple[Service, ...]:
             raise RegistryError(f"service name {s.name!r} must be a lowercase identifier")
         if ":" not in s.entry:
             raise RegistryError(f"{s.name}: entry {s.entry!r} must be 'module:Class'")
+        if s.blobs not in (None, "ro", "rw"):
+            raise RegistryError(f"{s.name}: blobs is 'ro', 'rw' or None, not {s.blobs!r}")
         if not 1 <= s.min_replicas <= s.max_replicas:
             raise RegistryError(f"{s.name}: replicas {s.min_replicas}..{s.max_replicas}")
     if sum(s.public for s in found) != 1:

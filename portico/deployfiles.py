@@ -69,7 +69,7 @@ spec:
       annotations:
         prometheus.io/port: "{port}"
     spec:
-      # Labels inside a pod spec are not kustomize's to rewrite: spread by this service's.
+{blob_pod}      # Labels inside a pod spec are not kustomize's to rewrite: spread by this service's.
       topologySpreadConstraints:
         - maxSkew: 1
           topologyKey: kubernetes.io/hostname
@@ -93,7 +93,7 @@ spec:
                 name: portico-config
             - secretRef:
                 name: portico-{name}
-{resources}"""
+{resources}{blob_mount}"""
 
 K8S_RESOURCES = """\
           resources:
@@ -103,6 +103,25 @@ K8S_RESOURCES = """\
             limits:
               cpu: "{r.cpu_limit}"
               memory: {r.memory_limit}
+"""
+
+# The shared blob store (services/registry.py `blobs`): the portico-blobs claim, group
+# writable by the portico user, mounted read-only where the service only reads.
+K8S_BLOB_POD = """\
+      securityContext:
+        fsGroup: 10001
+        fsGroupChangePolicy: OnRootMismatch
+      volumes:
+        - name: blobs
+          persistentVolumeClaim:
+            claimName: portico-blobs
+"""
+
+K8S_BLOB_MOUNT = """\
+          volumeMounts:
+            - name: blobs
+              mountPath: /var/lib/portico/blobs
+              readOnly: {read_only}
 """
 
 K8S_HPA = """\
@@ -126,7 +145,15 @@ def k8s_service(service: registry.Service) -> dict[str, str]:
     files = {
         "kustomization.yaml": K8S_KUSTOMIZATION.format(name=service.name),
         "deployment.yaml": K8S_PATCH.format(
-            name=service.name, port=service.port, resources=resources
+            name=service.name,
+            port=service.port,
+            resources=resources,
+            blob_pod=K8S_BLOB_POD if service.blobs else "",
+            blob_mount=(
+                K8S_BLOB_MOUNT.format(read_only=str(service.blobs == "ro").lower())
+                if service.blobs
+                else ""
+            ),
         ),
     }
     if (service.min_replicas, service.max_replicas) != (default.min_replicas, default.max_replicas):

@@ -464,14 +464,31 @@ def test_k8s_only_gateway_is_exposed() -> None:
         assert _labels_match(service["spec"]["selector"], gateway_labels)
 
 
-def test_k8s_gateway_blob_volume_is_shared_pvc() -> None:
-    pod = _pod_spec(_deployment("gateway"))
-    (mount,) = [m for m in _container("gateway")["volumeMounts"] if m["mountPath"] == BLOB_DIR]
+@pytest.mark.parametrize("service", [s.name for s in registry.load()])
+def test_k8s_blob_volume_is_the_shared_pvc_where_the_registry_says(service: str) -> None:
+    """Every service the registry gives the blob store mounts the one RWX claim (read-only
+    where it only reads); the others mount nothing there."""
+    wanted = registry.get(service).blobs
+    pod = _pod_spec(_deployment(service))
+    mounts = [m for m in _container(service).get("volumeMounts", []) if m["mountPath"] == BLOB_DIR]
+    if wanted is None:
+        assert not mounts
+        return
+    (mount,) = mounts
+    assert bool(mount.get("readOnly")) is (wanted == "ro")
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     claim = volume["persistentVolumeClaim"]["claimName"]
     (pvc,) = [p for p in _of_kind("PersistentVolumeClaim") if p["metadata"]["name"] == claim]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+
+
+@pytest.mark.parametrize("service", [s.name for s in registry.load() if s.blobs])
+def test_compose_mounts_the_blob_volume_where_the_registry_says(service: str) -> None:
+    svc = _compose()["services"][service]
+    (volume,) = [str(v) for v in svc["volumes"] if f":{BLOB_DIR}" in str(v)]
+    assert volume.endswith(":ro") is (registry.get(service).blobs == "ro")
+    assert svc["environment"]["BLOB_DIR"] == BLOB_DIR
 
 
 def test_k8s_setup_job_runs_portico_setup() -> None:
