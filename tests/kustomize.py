@@ -46,14 +46,14 @@ def merge(base: Any, patch: Any, key: str | None = None) -> Any:
         return out
     if isinstance(base, list) and isinstance(patch, list) and key in MERGE_KEYS:
         field = MERGE_KEYS[key]
-        out = [copy.deepcopy(item) for item in base]
+        items = [copy.deepcopy(item) for item in base]
         for item in patch:
-            found = [i for i, b in enumerate(out) if b.get(field) == item.get(field)]
+            found = [i for i, b in enumerate(items) if b.get(field) == item.get(field)]
             if found:
-                out[found[0]] = merge(out[found[0]], item)
+                items[found[0]] = merge(items[found[0]], item)
             else:
-                out.append(copy.deepcopy(item))
-        return out
+                items.append(copy.deepcopy(item))
+        return items
     return copy.deepcopy(patch)
 
 

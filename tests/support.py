@@ -268,6 +268,8 @@ def wait_ready(url: str, timeout: float = 90, proc: Process | None = None) -> No
 class Client:
     """The public HTTP API, as a web or mobile client uses it."""
 
+    refresh_token: str  # set by login(), for clients that signed in
+
     def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base + "/api/v1"
         self.http = requests.Session()
@@ -296,7 +298,7 @@ class Client:
         assert r.status_code == 200, r.text
         body = r.json()
         client = Client(self.base[: -len("/api/v1")], body["access_token"])
-        client.refresh_token = body["refresh_token"]  # type: ignore[attr-defined]
+        client.refresh_token = body["refresh_token"]
         return client
 
 

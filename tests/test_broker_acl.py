@@ -48,7 +48,7 @@ def channel(uri: str) -> Any:
     return ch
 
 
-def refused(uri: str, action: Callable[[Any], Any]) -> str:
+def refused(uri: str, action: Callable[..., Any]) -> str:  # lambdas bind loop values as defaults
     """Run ``action`` on a fresh channel; return the broker's refusal (fails if allowed)."""
     ch = channel(uri)
     try:
@@ -73,7 +73,7 @@ def publish(ch: Any, exchange: str, routing_key: str, body: Any, **props: Any) -
 
 def forged_rpc(tenant_id: str) -> tuple[dict[str, Any], pika.BasicProperties]:
     """What the review sent: a quotes RPC claiming to come from the system itself."""
-    body = {"args": [{}], "kwargs": {}}
+    body: dict[str, Any] = {"args": [{}], "kwargs": {}}
     props = pika.BasicProperties(
         content_type="application/json",
         correlation_id=uuid.uuid4().hex,

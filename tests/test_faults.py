@@ -413,7 +413,7 @@ def test_notify_killed_mid_burst_loses_nothing(cluster: Cluster) -> None:
     cluster.eventually(lambda: _unpublished(cluster) == 0, "set-up events published")
 
     posted: list[int] = []
-    errors: list[str] = []
+    errors: list[int] = []
 
     def burst() -> None:
         for i in range(N_COMMENTS):
@@ -602,7 +602,7 @@ def pg_cluster(
             capture_output=True,
             timeout=120,
         )
-        cluster = Cluster(env, None, env.env)  # type: ignore[arg-type] - no broker proxy here
+        cluster = Cluster(env, None, env.env)  # type: ignore[arg-type]  # no broker proxy here
         for name in ("gateway", "quotes"):
             cluster.start(name)
         for name in ("gateway", "quotes"):

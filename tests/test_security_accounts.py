@@ -102,7 +102,7 @@ def test_staff_can_never_set_a_portal_password(system, customer, role):
 
 def test_admins_never_set_a_staff_password(system):
     admin = system.staff("admin")
-    body = {
+    body: dict[str, Any] = {
         "email": f"staff-{uuid.uuid4().hex[:8]}@example.com",
         "first_name": "New",
         "last_name": "Hire",

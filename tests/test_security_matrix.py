@@ -436,7 +436,7 @@ def bad_tokens(system: Any, world: World) -> dict[str, dict[str, str | None]]:
         assert logged_out.post("/auth/logout").status_code == 204
         if kind == "staff":
             weak = system.staff("technician").token
-            more = {"roles": ["admin", "manager"]}
+            more: dict[str, Any] = {"roles": ["admin", "manager"]}
         else:
             weak = world.clients["no_approve"].token
             more = {"perms": list(PORTAL_PERMISSIONS), "cid": world.ids["customer"]}

@@ -119,7 +119,12 @@ def test_a_read_stays_fast_while_sign_ins_verify_passwords(system, slow_gateway)
     logins = [threading.Thread(target=login, args=(i,)) for i in range(8)]
     for t in logins:
         t.start()
-    watcher = threading.Thread(target=lambda: [t.join() for t in logins] and None)
+
+    def join_all() -> None:
+        for t in logins:
+            t.join()
+
+    watcher = threading.Thread(target=join_all)
     watcher.start()
     while watcher.is_alive() or not busy:
         busy.append(read_ms())

@@ -503,7 +503,8 @@ def test_comment_and_attachment_lists_are_pages(tmp_path, handler, method):
         "body": "Hi",
         "created_at": "2025-03-01T10:00:00+00:00",
     }
-    gw = FakeGateway(tmp_path, **{method: {"items": [comment], "next_cursor": "abc"}})
+    replies: dict[str, Any] = {method: {"items": [comment], "next_cursor": "abc"}}
+    gw = FakeGateway(tmp_path, **replies)
     cursor = "1-" + "0" * 32  # a cursor as kit.pagination writes it
     query = load(c.OldestFirstPage, {"limit": "2", "cursor": cursor}, "query")
     page = handler(make_call(gw, path={"id": QID}, query=query))
@@ -632,6 +633,7 @@ def test_missing_file_or_bad_kind_is_422_naming_the_field(tmp_path, data, field)
     with pytest.raises(ApiError) as err:
         q.add_attachment(upload_call(gw, data, content_type="multipart/form-data"))
     assert err.value.code == "validation_failed"
+    assert err.value.errors is not None
     assert field in err.value.errors
     assert gw.quotes.calls == []
 

@@ -114,6 +114,7 @@ def test_require_password_raises_validation_failed_under_password():
     with pytest.raises(ValidationFailed) as caught:
         require_password(" " * 12)
     assert caught.value.code == "validation_failed"
+    assert caught.value.errors is not None
     assert set(caught.value.errors) == {"password"}
     assert caught.value.errors["password"]
     require_password(STRONG, email="ann@acme.test", tenant_names=["Acme"])

@@ -59,7 +59,7 @@ def _contact(conn: Connection, tenant: str, customer: str) -> str:
     return contact_id
 
 
-def _refused(conn: Connection, statement: str, params: dict[str, str]) -> None:
+def _refused(conn: Connection, statement: str, params: dict[str, str | None]) -> None:
     with pytest.raises(IntegrityError) as caught, conn.begin_nested():
         conn.execute(text(statement), params)
     assert caught.value.orig.pgcode == FK_VIOLATION  # type: ignore[union-attr]

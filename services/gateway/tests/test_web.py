@@ -11,6 +11,7 @@ import amqp.exceptions
 import pytest
 from kombu.exceptions import OperationalError as KombuOperationalError
 from marshmallow import Schema, fields
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -37,7 +38,7 @@ ROW = str(uuid.UUID(int=7))
 
 
 def call_with(body: dict | None = None, if_match: str | None = None) -> Call:
-    headers = {"If-Match": if_match} if if_match is not None else {}
+    headers = Headers({"If-Match": if_match} if if_match is not None else {})
     request = Request(EnvironBuilder(method="PATCH", headers=headers).get_environ())
     return Call(request=request, gw=None, path={}, query={}, body=body or {}, actor=None)
 
@@ -153,7 +154,7 @@ def test_malformed_if_match_is_a_422_naming_the_header(header: str) -> None:
 # --- request bodies and error responses (found by tests/test_fuzz_openapi.py) -------------
 def json_request(data: bytes, **headers: str) -> Request:
     builder = EnvironBuilder(
-        method="POST", data=data, headers={"Content-Type": "application/json", **headers}
+        method="POST", data=data, headers=Headers({"Content-Type": "application/json", **headers})
     )
     return Request(builder.get_environ())
 
@@ -175,7 +176,7 @@ def test_chunked_body_is_refused_rather_than_read_as_empty() -> None:
     environ = EnvironBuilder(
         method="PATCH",
         data=b'{"name": "x"}',
-        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        headers=Headers({"Content-Type": "application/json", "Transfer-Encoding": "chunked"}),
     ).get_environ()
     environ.pop("CONTENT_LENGTH", None)
     with pytest.raises(ApiError) as err:

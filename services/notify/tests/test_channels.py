@@ -8,8 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -57,7 +59,8 @@ SAMPLE_DATA = {
 }
 
 CONTACT = Recipient("contact", "c-alice", "Alice Contact", email="alice@cust.test")
-STAFF = Recipient("staff", "s-sam", "Sam Staff", email="sam@shop.test")
+STAFF_EMAIL = "sam@shop.test"
+STAFF = Recipient("staff", "s-sam", "Sam Staff", email=STAFF_EMAIL)
 
 # Event-specific data each template must show (to the given recipient kinds).
 MUST_SHOW = {
@@ -70,7 +73,7 @@ MUST_SHOW = {
 
 # Events about a quote; sign-in links have their own data and tests.
 QUOTE_NOTIFYING = [t for t in notifying_event_types() if t.startswith("quote_request.")]
-LINK_DATA = {
+LINK_DATA: dict[str, Any] = {
     "purpose": "invitation",
     "subject_kind": "portal",
     "subject_id": "7d1c2a10-0000-4000-8000-000000000456",
@@ -431,8 +434,8 @@ def test_smtp_sender_delivers_multipart_message_to_devmail(tmp_path):
     assert msg[EVENT_ID_HEADER] == "evt-0001"
     assert msg[DELIVERY_KEY_HEADER] == "email:abc"
     assert msg.get_content_type() == "multipart/alternative"
-    assert msg.get_body(("plain",)).get_content() == "Plain body ü\n"
-    assert msg.get_body(("html",)).get_content().strip() == "<p>HTML body ü</p>"
+    assert body(msg, "plain") == "Plain body ü\n"
+    assert body(msg, "html").strip() == "<p>HTML body ü</p>"
     names = os.listdir(tmp_path / "mail")
     assert len(names) == 1 and names[0].endswith(".eml")
     stamp, counter, short = names[0][: -len(".eml")].split("-")
@@ -445,15 +448,15 @@ def test_rendered_message_round_trip(tmp_path, strict_renderer):
     )
     with DevMailServer("127.0.0.1", 0, tmp_path) as server:
         SmtpSender("127.0.0.1", server.port, "noreply@acme.test").send(
-            [STAFF.email], rendered.subject, rendered.text, rendered.html, {}
+            [STAFF_EMAIL], rendered.subject, rendered.text, rendered.html, {}
         )
         SmtpSender("127.0.0.1", server.port, "noreply@acme.test").send(
-            [STAFF.email], "second", "two", "<p>two</p>"
+            [STAFF_EMAIL], "second", "two", "<p>two</p>"
         )
     first, second = read_mailbox(tmp_path)
     assert first["Subject"] == "Globex Freight denied quote Q-000123"
-    assert "Too expensive <right now>" in first.get_body(("plain",)).get_content()
-    assert "Too expensive &lt;right now&gt;" in first.get_body(("html",)).get_content()
+    assert "Too expensive <right now>" in body(first, "plain")
+    assert "Too expensive &lt;right now&gt;" in body(first, "html")
     assert second["Subject"] == "second"
 
 
@@ -642,7 +645,20 @@ def test_sms_senders_reject_empty_input(tmp_path, to, body):
         FileSmsSender(tmp_path).send(to, body)
 
 
+def body(msg: EmailMessage, kind: str) -> str:
+    """The message's ``text/<kind>`` part, decoded."""
+    part = msg.get_body((kind,))
+    assert part is not None, f"no text/{kind} part"
+    return part.get_content()
+
+
+class RecordingServer(ThreadingHTTPServer):
+    requests: list[tuple[str, dict[str, str], Any]]
+
+
 class SmsGateway(BaseHTTPRequestHandler):
+    server: RecordingServer
+
     def do_POST(self):
         length = int(self.headers.get("Content-Length", 0))
         body = self.rfile.read(length)
@@ -671,7 +687,7 @@ class SmsGateway(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def gateway():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SmsGateway)
+    server = RecordingServer(("127.0.0.1", 0), SmsGateway)
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -857,6 +857,7 @@ def test_patch_never_makes_a_decision(status, call, current):
         with pytest.raises(ValidationFailed) as err:
             d.plan_patch(staff(role), quote, {"status": status})
         assert err.value.code == "validation_failed"
+        assert err.value.errors is not None
         (message,) = err.value.errors["status"]
         assert f"POST /quote-requests/{{id}}/{call}" in message
 
