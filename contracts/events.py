@@ -8,10 +8,11 @@ that sees a version it does not know should dead-letter the event, not guess.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from contracts.common import shared
 
@@ -47,30 +48,157 @@ class EnvelopeSchema(Schema):
 
 
 class QuoteRequestEvent(Schema):
-    """Data of every ``quote_request.*`` event: the request as it is after the change."""
+    """What every ``quote_request.*`` event carries: the request as it is after the change.
+
+    Each event type has its own schema: this base plus what that event adds. A payload
+    with a field its type does not declare is refused (marshmallow's default), except a
+    ``null`` left over from the one schema all quote events shared before
+    (``_drop_legacy_nulls``), so events published then still load."""
 
     quote_request_id = fields.UUID(required=True)
-    number = fields.String(required=True)
+    number = fields.String(required=True, metadata={"description": "Q-000042"})
     customer_id = fields.UUID(required=True)
     unit_id = fields.UUID(allow_none=True, load_default=None)
     work_order_id = fields.UUID(allow_none=True, load_default=None)
-    status = fields.String(required=True)
-    previous_status = fields.String(allow_none=True, load_default=None)
+    status = fields.String(required=True, metadata={"description": "Status after the change"})
     description = fields.String(required=True)
-    assigned_to = fields.UUID(allow_none=True, load_default=None)
+    assigned_to = fields.UUID(
+        allow_none=True, load_default=None, metadata={"description": "Staff user id"}
+    )
     created_by = fields.String(required=True)
     created_by_customer = fields.Boolean(required=True)
     visible_to_customer = fields.Boolean(required=True)
-    po_number = fields.String(allow_none=True, load_default=None)
-    reason = fields.String(allow_none=True, load_default=None)
+    po_number = fields.String(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "The approval's PO number (null unless approved with one)"},
+    )
+    reason = fields.String(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "The decision's reason (null unless denied with one)"},
+    )
+    version = fields.Integer(
+        required=True, metadata={"description": "The request's version after the change"}
+    )
+
+    @pre_load
+    def _drop_legacy_nulls(self, data: Any, **kwargs: Any) -> Any:
+        """Drop ``null`` fields of the former shared schema that this type does not declare
+        (they carried nothing); any other undeclared field is still refused."""
+        if not isinstance(data, Mapping):
+            return data
+        stale = {
+            k for k, v in data.items() if v is None and k in _SHARED_FIELDS and k not in self.fields
+        }
+        return {k: v for k, v in data.items() if k not in stale} if stale else data
+
+
+# Every field the single quote event schema (before one schema per type) declared.
+_SHARED_FIELDS: frozenset[str] = frozenset(
+    {
+        *QuoteRequestEvent._declared_fields,
+        "previous_status",
+        "comment_id",
+        "comment_body",
+        "author_kind",
+        "author_name",
+        "attachment_id",
+        "filename",
+        "attachment_kind",
+    }
+)
+
+
+class _StatusBefore(Schema):
+    previous_status = fields.String(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Status before the change (equal to status if unchanged)"},
+    )
+
+
+class _ByWhom(Schema):
+    author_kind = fields.String(
+        allow_none=True,
+        load_default=None,
+        validate=validate.OneOf(["staff", "portal", "token", "system"]),
+        metadata={"description": "Kind of caller who did it"},
+    )
+    author_name = fields.String(
+        allow_none=True, load_default=None, metadata={"description": "Name of who did it"}
+    )
+
+
+class QuoteRequestCreated(_ByWhom, QuoteRequestEvent):
+    """Data of ``quote_request.created``: the new request and who asked for it."""
+
+
+class QuoteRequestUpdated(_StatusBefore, QuoteRequestEvent):
+    """Data of ``quote_request.updated``: staff changed the description or whether the
+    customer sees the request."""
+
+
+class QuoteRequestAssigned(_StatusBefore, QuoteRequestEvent):
+    """Data of ``quote_request.assigned``: ``assigned_to`` is the new assignee (null:
+    nobody)."""
+
+
+class QuoteRequestStatusChanged(_StatusBefore, QuoteRequestEvent):
+    """Data of ``quote_request.status_changed``: staff moved the request from
+    ``previous_status`` to another working status."""
+
+
+class QuoteRequestApprovalRequested(_StatusBefore, QuoteRequestEvent):
+    """Data of ``quote_request.approval_requested``: the request now awaits the
+    customer's decision."""
+
+
+class QuoteRequestApproved(_ByWhom, _StatusBefore, QuoteRequestEvent):
+    """Data of ``quote_request.approved``: who approved it, and the PO number given."""
+
+    po_number = fields.String(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "The PO number given with the approval (null: none)"},
+    )
+
+
+class QuoteRequestDenied(_ByWhom, _StatusBefore, QuoteRequestEvent):
+    """Data of ``quote_request.denied``: who denied it, and why."""
+
+    reason = fields.String(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "The reason given with the denial (null: none)"},
+    )
+
+
+class QuoteRequestCancelled(_ByWhom, _StatusBefore, QuoteRequestEvent):
+    """Data of ``quote_request.cancelled``: who cancelled it, and from which status."""
+
+
+class QuoteCommentAdded(_ByWhom, QuoteRequestEvent):
+    """Data of ``quote_request.comment_added``: the request, the comment and its author."""
+
     comment_id = fields.UUID(allow_none=True, load_default=None)
     comment_body = fields.String(allow_none=True, load_default=None)
-    author_kind = fields.String(allow_none=True, load_default=None)
-    author_name = fields.String(allow_none=True, load_default=None)
+
+
+class QuoteCommentDeleted(_ByWhom, QuoteRequestEvent):
+    """Data of ``quote_request.comment_deleted``: the request, which comment, and who
+    deleted it (never the comment's text)."""
+
+    comment_id = fields.UUID(allow_none=True, load_default=None)
+
+
+class QuoteAttachmentAdded(_ByWhom, QuoteRequestEvent):
+    """Data of ``quote_request.attachment_added``: the request, the file's id, name and
+    kind (its bytes stay in the blob store), and who uploaded it."""
+
     attachment_id = fields.UUID(allow_none=True, load_default=None)
     filename = fields.String(allow_none=True, load_default=None)
     attachment_kind = fields.String(allow_none=True, load_default=None)
-    version = fields.Integer(required=True)
 
 
 class TenantEvent(Schema):
@@ -181,30 +309,39 @@ class LinkIssuedEvent(Schema):
     expires_at = fields.String(required=True)
 
 
-QUOTE_EVENTS = (
-    "quote_request.created",
-    "quote_request.updated",
-    "quote_request.assigned",
-    "quote_request.status_changed",
-    "quote_request.approval_requested",
-    "quote_request.approved",
-    "quote_request.denied",
-    "quote_request.cancelled",
-    "quote_request.comment_added",
-    "quote_request.comment_deleted",
-    "quote_request.attachment_added",
-)
+# type -> (payload schema, one-line meaning), published by the quotes service
+QUOTE_EVENTS: dict[str, tuple[type[Schema], str]] = {
+    "quote_request.created": (QuoteRequestCreated, "A quote request was created."),
+    "quote_request.updated": (
+        QuoteRequestUpdated,
+        "Staff changed a quote request's description or customer visibility.",
+    ),
+    "quote_request.assigned": (QuoteRequestAssigned, "A quote request was (un)assigned."),
+    "quote_request.status_changed": (
+        QuoteRequestStatusChanged,
+        "Staff moved a quote request to another working status.",
+    ),
+    "quote_request.approval_requested": (
+        QuoteRequestApprovalRequested,
+        "A quote request awaits the customer's approval.",
+    ),
+    "quote_request.approved": (QuoteRequestApproved, "A quote request was approved."),
+    "quote_request.denied": (QuoteRequestDenied, "A quote request was denied."),
+    "quote_request.cancelled": (QuoteRequestCancelled, "A quote request was cancelled."),
+    "quote_request.comment_added": (QuoteCommentAdded, "A comment was added to a quote request."),
+    "quote_request.comment_deleted": (
+        QuoteCommentDeleted,
+        "A comment on a quote request was deleted.",
+    ),
+    "quote_request.attachment_added": (
+        QuoteAttachmentAdded,
+        "A file was attached to a quote request.",
+    ),
+}
 
 # type -> (payload schema, publishing service, one-line meaning)
 EVENTS: dict[str, tuple[type[Schema], str, str]] = {
-    **{
-        t: (
-            QuoteRequestEvent,
-            "quotes",
-            f"A quote request was {t.split('.')[1].replace('_', ' ')}.",
-        )
-        for t in QUOTE_EVENTS
-    },
+    **{t: (schema, "quotes", summary) for t, (schema, summary) in QUOTE_EVENTS.items()},
     "directory.tenant.created": (TenantEvent, "gateway", "A tenant (shop) was created."),
     "directory.tenant.updated": (TenantEvent, "gateway", "A tenant's name or settings changed."),
     "directory.customer.created": (CustomerEvent, "gateway", "A customer was created."),
