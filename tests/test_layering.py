@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("nameko", "sqlalchemy", "marshmallow", "kombu", "eventlet")
 # The kit's pure parts: what a domain may import from the kit.
 PURE_KIT = (
+    "kit.access",
     "kit.context",
     "kit.errors",
     "kit.ids",

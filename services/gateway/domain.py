@@ -13,6 +13,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+from kit import access
 from kit.context import PORTAL_PERMISSIONS, STAFF_ROLES, Actor
 from kit.errors import Conflict, Forbidden, ValidationFailed, VersionConflict
 from kit.ids import is_uuid
@@ -578,15 +579,11 @@ def caller_features(
     tenant_features: Mapping[str, Any] | None, customer_features: Mapping[str, Any] | None
 ) -> dict[str, bool]:
     """Every feature with its effective state for a portal user or token holder: on when
-    the tenant has it on and the customer's ``portal_features`` does not switch it off."""
+    the tenant has it on and the customer's ``portal_features`` does not switch it off
+    (the rule is :func:`kit.access.feature_enabled`, which the gateway enforces with
+    :func:`kit.access.require_feature`)."""
     tenant = effective_features(tenant_features)
-    customer = customer_features or {}
-    return {f: tenant[f] and bool(customer.get(f, True)) for f in TENANT_FEATURES}
-
-
-def require_feature(feature: str, features: Mapping[str, bool]) -> None:
-    if not features.get(feature, True):
-        raise Forbidden(f"The {feature} feature is switched off for you.", "feature_disabled")
+    return {f: access.feature_enabled(f, tenant, customer_features) for f in TENANT_FEATURES}
 
 
 def check_notify_roles(roles: Iterable[str]) -> list[str]:

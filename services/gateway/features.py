@@ -1,6 +1,7 @@
 """Feature switches as a caller sees them: the tenant's ``features`` and the customer's
 ``portal_features``, read in one small query. Staff are never feature-gated; the rule
-itself is :func:`services.gateway.domain.caller_features`."""
+itself is :func:`kit.access.require_feature` (and, for the whole list a caller sees,
+:func:`services.gateway.domain.caller_features`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from kit import access
 from kit.context import Actor
 from services.gateway import domain
 from services.gateway.models import Customer, TenantSettings
@@ -23,6 +25,16 @@ def caller_features(core: Any, actor: Actor) -> dict[str, bool]:
         return domain.effective_features(None)
     tenant_features, customer_features = _switches(core, actor)
     return domain.caller_features(tenant_features, customer_features)
+
+
+def require_feature(core: Any, actor: Actor, feature: str) -> None:
+    """``403 feature_disabled`` when ``feature`` is switched off for ``actor``: the one
+    place the gateway enforces switches (portal users and token holders, previews
+    included). Staff are never gated, so their switches are not even read."""
+    if actor.kind in access.TENANT_WIDE_KINDS:
+        return
+    tenant_features, customer_features = _switches(core, actor)
+    access.require_feature(feature, tenant_features, customer_features, actor)
 
 
 def _switches(core: Any, actor: Actor) -> tuple[Any, Any]:

@@ -30,7 +30,7 @@ from services.gateway import (  # noqa: F401
     idempotency,
 )
 from services.gateway.auth import Authenticator
-from services.gateway.features import caller_features
+from services.gateway.features import require_feature
 from services.gateway.models import metadata
 from services.gateway.openapi import openapi_document
 from services.gateway.web import (
@@ -111,10 +111,9 @@ class GatewayService(HealthEndpoints):
                 # Existence of staff-only resources is no secret; the role is.
                 raise ApiError("forbidden", "This operation is not available to you.")
             self.ctx.bind(actor=actor)
-            if route.feature and actor.kind != "staff":
-                # The one place feature switches are enforced: portal users and token
-                # holders (previews included); staff are never feature-gated.
-                domain.require_feature(route.feature, caller_features(self.db.core, actor))
+            if route.feature:
+                # The one place feature switches are enforced (staff are never gated).
+                require_feature(self.db.core, actor, route.feature)
         query = load_schema(route.query, query_dict(request), "query") if route.query else {}
         body: dict[str, Any] = {}
         if route.body is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
 
+from kit import access
 from kit.errors import (
     DomainError,
     Forbidden,
@@ -284,63 +285,19 @@ def check_version(current: int, supplied: int | None) -> None:
 # --- scope --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Scope:
-    """The quote requests a caller may see, as data (for list queries and checks)."""
-
-    tenant_id: str
-    everything: bool = False  # staff/system: the whole tenant
-    customer_id: str | None = None
-    # None: no unit restriction. Otherwise only requests about one of these units, or
-    # created by ``creator_id`` (a restricted account still sees what it asked for).
-    unit_ids: frozenset[str] | None = None
-    creator_id: str | None = None
-    work_order_id: str | None = None
-    nothing: bool = False
-
-    def matches(self, quote: QuoteLike) -> bool:
-        """The rule for one row. ``service._scoped`` is its SQL twin: change both."""
-        if self.nothing or quote.tenant_id != self.tenant_id:
-            return False
-        if self.everything:
-            return True
-        if not quote.visible_to_customer:
-            return False
-        if self.customer_id is not None and quote.customer_id != self.customer_id:
-            return False
-        if self.work_order_id is not None and quote.work_order_id != self.work_order_id:
-            return False
-        if self.unit_ids is None:
-            return True
-        return (quote.unit_id is not None and quote.unit_id in self.unit_ids) or (
-            self.creator_id is not None and quote.created_by == self.creator_id
-        )
+# The rule is kit.access's (written once, with its SQL twin in kit.access_sql); a quote
+# request has every field it reads.
+Scope = access.Scope
+QUOTE_FIELDS = access.Fields()
 
 
 def list_scope(actor: ActorLike) -> Scope:
     """What ``actor`` may see: the one definition used by lists and by ``can_see``."""
-    if _is_staff(actor):
-        return Scope(tenant_id=actor.tenant_id, everything=True)
-    if actor.kind == "portal" and actor.customer_id:
-        if actor.unit_ids is None:
-            return Scope(tenant_id=actor.tenant_id, customer_id=actor.customer_id)
-        return Scope(
-            tenant_id=actor.tenant_id,
-            customer_id=actor.customer_id,
-            unit_ids=frozenset(actor.unit_ids),
-            creator_id=actor.id,
-        )
-    if actor.kind == "token" and actor.work_order_id:
-        return Scope(
-            tenant_id=actor.tenant_id,
-            customer_id=actor.customer_id or None,
-            work_order_id=actor.work_order_id,
-        )
-    return Scope(tenant_id=actor.tenant_id, nothing=True)
+    return Scope.of(actor)
 
 
 def can_see(actor: ActorLike, quote: QuoteLike) -> bool:
-    return list_scope(actor).matches(quote)
+    return list_scope(actor).matches(quote, QUOTE_FIELDS)
 
 
 def ensure_visible(actor: ActorLike, quote: QuoteLike) -> None:

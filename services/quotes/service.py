@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from contracts import quotes as c
 from kit import pagination
+from kit.access_sql import columns_of, scope_filter
 from kit.context import Actor
 from kit.db import UnitOfWork, utcnow
 from kit.errors import NotFound
@@ -90,27 +91,15 @@ def event_data(q: QuoteRequest, **extra: Any) -> dict[str, Any]:
     return data
 
 
+# The scope's SQL twin reads these columns (kit.access_sql.scope_filter, proven to agree
+# with kit.access.Scope.matches by kit/tests/test_access.py).
+SCOPE_COLUMNS = columns_of(QuoteRequest, domain.QUOTE_FIELDS)
+
+
 def scope_condition(scope: domain.Scope) -> Any:
-    """``Scope.matches`` as a SQL condition: the same rule, clause for clause (a
-    property test checks that both agree). The tenant clause is the unit of work's."""
-    if scope.nothing:
-        return false()
-    if scope.everything:
-        return QuoteRequest.tenant_id == scope.tenant_id
-    clauses = [
-        QuoteRequest.tenant_id == scope.tenant_id,
-        QuoteRequest.visible_to_customer.is_(True),
-    ]
-    if scope.customer_id is not None:
-        clauses.append(QuoteRequest.customer_id == scope.customer_id)
-    if scope.work_order_id is not None:
-        clauses.append(QuoteRequest.work_order_id == scope.work_order_id)
-    if scope.unit_ids is not None:
-        own_units = QuoteRequest.unit_id.in_(sorted(scope.unit_ids))
-        if scope.creator_id is not None:
-            own_units = or_(own_units, QuoteRequest.created_by == scope.creator_id)
-        clauses.append(own_units)
-    return and_(*clauses)
+    """``Scope.matches`` as a SQL condition over quote requests (the kit's one rule).
+    The tenant clause is the unit of work's."""
+    return scope_filter(scope, SCOPE_COLUMNS)
 
 
 def _scoped(stmt: Any, actor: Actor) -> Any:

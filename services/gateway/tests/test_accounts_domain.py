@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from kit.context import Actor
-from kit.errors import Conflict, Forbidden, ValidationFailed
+from kit.errors import Conflict, ValidationFailed
 from services.gateway import domain as d
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -83,13 +83,6 @@ def test_caller_features_combine_tenant_and_customer() -> None:
     assert got == {"quotes": False, "bookings": False, "payments": True, "history": True}
     # a customer cannot switch on what the tenant switched off
     assert d.caller_features({"payments": False}, {"payments": True})["payments"] is False
-
-
-def test_require_feature() -> None:
-    d.require_feature("quotes", {"quotes": True})
-    with pytest.raises(Forbidden) as caught:
-        d.require_feature("quotes", {"quotes": False})
-    assert caught.value.code == "feature_disabled"
 
 
 def test_notify_roles_are_staff_roles() -> None:
