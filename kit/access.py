@@ -36,7 +36,7 @@ Pure (standard library and :mod:`kit.context`/:mod:`kit.errors` only), so every
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +62,8 @@ __all__ = [
     "Fields",
     "Scope",
     "feature_enabled",
+    "has_role",
+    "is_tenant_wide",
     "require_feature",
 ]
 
@@ -87,6 +89,19 @@ class ActorLike(Protocol):
     def work_order_id(self) -> str | None: ...
     @property
     def read_only(self) -> bool: ...
+
+
+def is_tenant_wide(kind: str) -> bool:
+    """Staff and ``system`` act inside their whole tenant."""
+    return kind in TENANT_WIDE_KINDS
+
+
+def has_role(kind: str, held: Iterable[str], wanted: Iterable[str]) -> bool:
+    """Whether a caller of ``kind`` holding roles ``held`` has one of ``wanted``: only
+    staff hold roles, and ``system`` has every staff role."""
+    if kind == "system":
+        return True
+    return kind == "staff" and not frozenset(wanted).isdisjoint(held)
 
 
 # --- which scope fields a resource has -------------------------------------------------
@@ -169,7 +184,7 @@ class Scope:
             "read_only": actor.read_only,
         }
         tenant = actor.tenant_id
-        if actor.kind in TENANT_WIDE_KINDS:
+        if is_tenant_wide(actor.kind):
             return cls(tenant_id=tenant, everything=True, **who)
         if actor.kind == "portal" and actor.customer_id:
             if actor.unit_ids is None:
@@ -195,13 +210,11 @@ class Scope:
     @property
     def is_staff(self) -> bool:
         """Staff or ``system``: acts inside the whole tenant."""
-        return self.kind in TENANT_WIDE_KINDS
+        return is_tenant_wide(self.kind)
 
     def has_role(self, *roles: str) -> bool:
         """A staff role among ``roles`` (``system`` has every staff role)."""
-        if self.kind == "system":
-            return True
-        return self.kind == "staff" and any(r in self.roles for r in roles)
+        return has_role(self.kind, self.roles, roles)
 
     def has_permission(self, permission: str) -> bool:
         return permission in self.permissions
@@ -258,7 +271,7 @@ def require_feature(
 ) -> None:
     """``403 feature_disabled`` when ``feature`` is switched off for a portal user or
     token holder; staff (and ``system``) are never feature-gated."""
-    if actor.kind in TENANT_WIDE_KINDS:
+    if is_tenant_wide(actor.kind):
         return
     if not feature_enabled(feature, tenant_features, customer_features):
         raise Forbidden(f"The {feature} feature is switched off for you.", "feature_disabled")

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, create_engine, select
 from sqlalchemy.engine import Engine
 
-from kit.access import ALL_FIELDS, Fields, Scope, feature_enabled, require_feature
+from kit.access import (
+    ALL_FIELDS,
+    Fields,
+    Scope,
+    feature_enabled,
+    has_role,
+    is_tenant_wide,
+    require_feature,
+)
 from kit.access_sql import columns_of, scope_filter
 from kit.context import Actor
 from kit.db import sa_url
@@ -102,6 +110,16 @@ def test_the_scope_carries_who_the_caller_is() -> None:
     portal = Scope.of(actor("portal", customer_id=CUSTOMER, permissions=("quotes.request",)))
     assert portal.has_permission("quotes.request") and not portal.has_permission("payments.make")
     assert not portal.has_role("admin")
+
+
+def test_roles_are_staffs_and_system_has_them_all() -> None:
+    assert is_tenant_wide("staff") and is_tenant_wide("system")
+    assert not any(is_tenant_wide(k) for k in ("portal", "token", "robot"))
+    assert has_role("staff", ("advisor",), {"advisor", "admin"})
+    assert not has_role("staff", ("technician",), {"advisor", "admin"})
+    assert has_role("system", (), {"admin"})
+    # roles a non-staff caller somehow carries count for nothing
+    assert not has_role("portal", ("admin",), {"admin"})
 
 
 def test_fields_a_resource_lacks_never_widen_the_scope() -> None:

@@ -31,7 +31,7 @@ def require_feature(core: Any, actor: Actor, feature: str) -> None:
     """``403 feature_disabled`` when ``feature`` is switched off for ``actor``: the one
     place the gateway enforces switches (portal users and token holders, previews
     included). Staff are never gated, so their switches are not even read."""
-    if actor.kind in access.TENANT_WIDE_KINDS:
+    if access.is_tenant_wide(actor.kind):
         return
     tenant_features, customer_features = _switches(core, actor)
     access.require_feature(feature, tenant_features, customer_features, actor)

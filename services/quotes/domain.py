@@ -610,13 +610,11 @@ def authorize_attachment(actor: ActorLike, quote: QuoteLike, kind: object) -> st
 
 
 def _is_staff(actor: ActorLike) -> bool:
-    return actor.kind in ("staff", "system")
+    return access.is_tenant_wide(actor.kind)
 
 
 def _has_role(actor: ActorLike, roles: frozenset[str]) -> bool:
-    if actor.kind == "system":
-        return True
-    return actor.kind == "staff" and not roles.isdisjoint(actor.roles)
+    return access.has_role(actor.kind, actor.roles, roles)
 
 
 def _ensure_writer(actor: ActorLike) -> None:
