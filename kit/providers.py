@@ -39,7 +39,7 @@ from kit.rpcerrors import for_the_wire
 
 log = logging.getLogger(__name__)
 
-# RPC requests are published without confirms (see ``Rpc``), so nameko cannot detect an
+# RPC requests are published without confirms (see ``RpcClient``), so nameko cannot detect an
 # unroutable request and warns on every process's first call. That is by design: a
 # request to a service that is not running ends as the call's timeout (503).
 warnings.filterwarnings(
@@ -164,7 +164,7 @@ class _ReplyListener(ReplyListener):
     queue_consumer = SafeQueueConsumer()
 
 
-class Rpc(RpcProxy):
+class RpcClient(RpcProxy):
     """RPC with a timeout. The request also expires in the broker after the timeout, so a
     service that comes back late never acts on a call whose caller already gave up."""
 

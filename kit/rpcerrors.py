@@ -3,7 +3,7 @@
 nameko rebuilds only exception classes registered in the calling process; everything
 else arrives as ``RemoteError``. :mod:`kit.errors` stays pure (no nameko), so the
 registration lives here: importing this module registers :class:`DomainError`.
-``kit.providers`` imports it, so every process that calls through ``kit.providers.Rpc``
+``kit.providers`` imports it, so every process that calls through ``kit.providers.RpcClient``
 has it; a raw ``ClusterRpcProxy`` caller imports it itself.
 """
 

@@ -16,7 +16,7 @@ from kit.context import new_request_id
 from kit.health import HealthEndpoints
 from kit.http import http
 from kit.observability import Metrics
-from kit.providers import Database, RequestContext, Rpc
+from kit.providers import Database, RequestContext, RpcClient
 from kit.schemas import shared
 from services.gateway import (  # noqa: F401
     api_accounts,
@@ -60,8 +60,8 @@ class GatewayService(HealthEndpoints):
 
     db = Database("gateway", metadata)
     ctx = RequestContext()
-    quotes = Rpc("quotes")
-    notify = Rpc("notify")
+    quotes = RpcClient("quotes")
+    notify = RpcClient("notify")
     auth = Authenticator()
     blobs = Blobs()
     metrics = Metrics()
