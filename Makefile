@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy kit contracts $$(find services -name domain.py)
+	$(BIN)/mypy kit contracts services portico tests
 
 test: lint typecheck
 	$(BIN)/pytest -q

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Request, Response
@@ -123,7 +123,8 @@ class GatewayService(HealthEndpoints):
         call = Call(
             request=request,
             gw=self,
-            path=path_args,
+            # werkzeug types match() as Mapping[str, Any]; the only converter (IdConverter) yields str
+            path=cast(dict[str, str], path_args),
             query=query,
             body=body,
             actor=actor,

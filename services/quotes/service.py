@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
 from contracts import quotes as c
 from kit import pagination
@@ -118,7 +118,7 @@ def _filtered(stmt: Any, f: dict[str, Any]) -> Any:
     if f.get("q"):
         term = f["q"].strip()
         like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        conditions = [
+        conditions: list[ColumnElement[bool]] = [
             QuoteRequest.description.ilike(like, escape="\\"),
             QuoteRequest.po_number.ilike(like, escape="\\"),
         ]
