@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from kit import access
+from kit.access import ActorLike
 from kit.errors import (
     DomainError,
     Forbidden,
@@ -113,29 +114,6 @@ MAX_DESCRIPTION = 5000
 MAX_COMMENT = 5000
 MAX_REASON = 2000
 MAX_PO_NUMBER = 64
-
-
-class ActorLike(Protocol):
-    """What the domain reads of a caller (``kit.context.Actor`` fits)."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def id(self) -> str: ...
-    @property
-    def tenant_id(self) -> str: ...
-    @property
-    def roles(self) -> tuple[str, ...]: ...
-    @property
-    def permissions(self) -> tuple[str, ...]: ...
-    @property
-    def customer_id(self) -> str | None: ...
-    @property
-    def unit_ids(self) -> tuple[str, ...] | None: ...
-    @property
-    def work_order_id(self) -> str | None: ...
-    @property
-    def read_only(self) -> bool: ...
 
 
 class QuoteLike(Protocol):
