@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 from nameko.extensions import DependencyProvider
 
-from kit.config import Settings, load
+from kit.config import Settings, read_settings
 from kit.errors import NotFound, PayloadTooLarge
 from kit.uploads import MAX_UPLOAD_BYTES, content_hash
 
@@ -147,7 +147,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def store_from_settings(settings: Settings | None = None) -> BlobStore:
     """The process's store, rooted at ``BLOB_DIR`` (``Settings.blob_dir``), root created."""
-    store = BlobStore((settings or load()).blob_dir)
+    store = BlobStore((settings or read_settings()).blob_dir)
     store.ensure_root()
     return store
 

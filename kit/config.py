@@ -1,6 +1,6 @@
 """Configuration from the environment, with safe local defaults.
 
-Every process reads its settings once from ``os.environ`` through :func:`load`. Local
+Every process reads its settings once from ``os.environ`` through :func:`read_settings`. Local
 development needs no variables at all; ``PORTICO_ENV=production`` turns every default
 that is only safe on a laptop into a hard error naming the missing variable.
 
@@ -61,7 +61,7 @@ class Settings:
     outbox_relay_interval: float
     # How long the gateway keeps the first answer to an Idempotency-Key.
     idempotency_ttl_hours: float = 24.0
-    # Every variable as load() read it: services parse their own settings from it (a
+    # Every variable as read_settings() read it: services parse their own settings from it (a
     # pure domain gets it passed in, it never imports this module).
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
@@ -208,7 +208,7 @@ def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def load(environ: Mapping[str, str] | None = None) -> Settings:
+def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     mode = env.get("PORTICO_ENV", "development")
     production = mode == "production"

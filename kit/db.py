@@ -222,14 +222,14 @@ class UnitOfWork:
         self.emitted.append(envelope)
         return envelope
 
-    def first_time(self, handler: str, event_id: str) -> bool:
+    def claim_event(self, handler: str, event_id: str) -> bool:
         """Record that ``handler`` processed ``event_id``; False if it already had.
 
         Runs in the handler's own transaction, so the record and the effect commit
         (or roll back) together and a redelivered event changes nothing.
         """
         if self._processed is None or self.tenant_id is None:
-            raise TenantScopeError("first_time needs a tenant unit of work")
+            raise TenantScopeError("claim_event needs a tenant unit of work")
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         result = self.session.execute(

@@ -3,7 +3,7 @@ never reads another's tables).
 
 A copy row remembers the ``occurred_at`` of the fact it holds, so an event that arrives
 late (a retry, a replay from the dead-letter queue) never overwrites a newer fact.
-Call :func:`upsert_newer` inside the handler's unit of work, after ``uow.first_time``,
+Call :func:`upsert_newer` inside the handler's unit of work, after ``uow.claim_event``,
 so the copy and the processed-event record commit together.
 """
 

@@ -18,7 +18,7 @@ checked the envelope and owns the retry tiers and the dead-letter queue):
 1. a version this service does not know raises :class:`UnsupportedEventVersion`: the
    event retries and is dead-lettered, never guessed at;
 2. one unit of work in the event's tenant, caused by the event;
-3. the exactly-once ledger (``uow.first_time``) in that same transaction: a redelivered
+3. the exactly-once ledger (``uow.claim_event``) in that same transaction: a redelivered
    event changes nothing;
 4. routing by type: an exact type wins over a pattern, patterns (topic syntax, as in
    ``contracts.catalogue.SUBSCRIPTIONS``: ``*`` one word, ``#`` any number) in the order
@@ -68,10 +68,10 @@ def topic_matches(pattern: str, event_type: str) -> bool:
 
 @dataclass(frozen=True)
 class Handled:
-    """What became of one event: ``first_time`` is False for a redelivery (nothing was
+    """What became of one event: ``first_delivery`` is False for a redelivery (nothing was
     applied); ``result`` is what the handler returned (None if none ran)."""
 
-    first_time: bool
+    first_delivery: bool
     result: Any = None
 
     def after_commit(self) -> None:
@@ -138,16 +138,16 @@ class Handlers:
         if int(event.get("version", 1)) not in self.versions:
             raise UnsupportedEventVersion(f"{event['type']} version {event['version']}")
         with core.unit_of_work(tenant_id=event["tenant_id"], causation_id=event["id"]) as uow:
-            if not uow.first_time(self.ledger, event["id"]):
+            if not uow.claim_event(self.ledger, event["id"]):
                 log.info("event %s already handled", event["id"], extra={"event_id": event["id"]})
-                return Handled(first_time=False)
+                return Handled(first_delivery=False)
             fn = self.handler_for(event["type"]) if event["type"] in EVENTS else None
             if fn is None:
                 log.info("ignoring %s", event["type"], extra={"event_id": event["id"]})
-                return Handled(first_time=True)
+                return Handled(first_delivery=True)
             data = validate_data(event["type"], event["data"])
             wanted = {name: deps[name] for name in self._needs[fn] if name in deps}
-            return Handled(first_time=True, result=fn(uow, event, data, **wanted))
+            return Handled(first_delivery=True, result=fn(uow, event, data, **wanted))
 
     def consumer(self, db: str = "db") -> Callable[[Any, dict[str, Any]], None]:
         """The service's event-queue entrypoint: ``on_event = handlers.consumer()``.

@@ -9,7 +9,7 @@ from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from werkzeug.wrappers import Response
 
-from kit.config import load
+from kit.config import read_settings
 from kit.http import http
 
 OUTBOX_UNPUBLISHED = Gauge(
@@ -46,7 +46,7 @@ class HealthEndpoints:
     def readyz(self, request: Any) -> Response:
         checks = {
             "database": "up" if self.db.core.ping() else "down",
-            "broker": "up" if broker_reachable(load().amqp_uri) else "down",
+            "broker": "up" if broker_reachable(read_settings().amqp_uri) else "down",
         }
         ready = all(v == "up" for v in checks.values())
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
@@ -59,7 +59,7 @@ class HealthEndpoints:
         if lag is not None:
             OUTBOX_UNPUBLISHED.labels(service).set(lag[0])
             OUTBOX_LAG.labels(service).set(lag[1])
-        for queue, depth in queue_depths(load().amqp_uri, service).items():
+        for queue, depth in queue_depths(read_settings().amqp_uri, service).items():
             QUEUE_DEPTH.labels(service, queue).set(depth)
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 

@@ -247,9 +247,9 @@ class EventConsumer(Consumer):
         super().__init__(queue=consumer_queue(service), requeue_on_error=False, **kwargs)
 
     def setup(self) -> None:
-        from kit.config import load
+        from kit.config import read_settings
 
-        settings = load()
+        settings = read_settings()
         self.delays = settings.retry_delays_ms[:MAX_RETRY_TIERS]
         self.retry_publisher = Publisher(
             settings.amqp_uri, use_confirms=True, serializer="json", delivery_mode=2

@@ -24,7 +24,7 @@ from nameko.rpc import ReplyListener, Responder, RpcConsumer, RpcProxy, get_rpc_
 from nameko.rpc import Rpc as NamekoRpc
 from sqlalchemy import MetaData
 
-from kit.config import Settings, load
+from kit.config import Settings, read_settings
 from kit.context import REQUEST_ID_KEY, Context, current_request_id, current_tenant_id
 from kit.db import DatabaseCore, unavailable
 from kit.errors import DomainError, ServiceUnavailable, status_for
@@ -96,7 +96,7 @@ class Database(DependencyProvider):
         self.settings: Settings | None = None
 
     def setup(self) -> None:
-        self.settings = load()
+        self.settings = read_settings()
         # One connection per concurrent worker (+ the relay): fewer means overflow
         # connections opened and closed per request, the costliest thing a call can do.
         workers = int(self.container.config.get("max_workers", 10))
@@ -171,7 +171,7 @@ class RpcClient(RpcProxy):
     rpc_reply_listener = _ReplyListener()
 
     def __init__(self, target_service: str, timeout: float | None = None, **options: Any) -> None:
-        self._timeout = timeout if timeout is not None else load().rpc_timeout
+        self._timeout = timeout if timeout is not None else read_settings().rpc_timeout
         options.setdefault("expiration", self._timeout)
         options.setdefault("delivery_mode", TransientPublisher.delivery_mode)
         # No confirm round trip either: a request the broker loses ends as this call's

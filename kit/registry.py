@@ -74,7 +74,7 @@ def check(services: Iterable[Service]) -> tuple[Service, ...]:
     return found
 
 
-def load(module: str | None = None) -> tuple[Service, ...]:
+def registered(module: str | None = None) -> tuple[Service, ...]:
     """The registered services, in start order (``SERVICES`` of ``module``, by default
     :data:`REGISTRY_MODULE`, read at call time so that a test can point it elsewhere)."""
     return _load(module or REGISTRY_MODULE)
@@ -86,11 +86,11 @@ def _load(module: str) -> tuple[Service, ...]:
 
 
 def names(services: Iterable[Service] | None = None) -> tuple[str, ...]:
-    return tuple(s.name for s in (load() if services is None else services))
+    return tuple(s.name for s in (registered() if services is None else services))
 
 
 def get(name: str, services: Iterable[Service] | None = None) -> Service:
-    for s in load() if services is None else services:
+    for s in registered() if services is None else services:
         if s.name == name:
             return s
     raise KeyError(name)
@@ -98,5 +98,5 @@ def get(name: str, services: Iterable[Service] | None = None) -> Service:
 
 def public(services: Iterable[Service] | None = None) -> Service:
     """The one service behind the Ingress (the gateway)."""
-    (found,) = [s for s in (load() if services is None else services) if s.public]
+    (found,) = [s for s in (registered() if services is None else services) if s.public]
     return found

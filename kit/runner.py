@@ -22,9 +22,9 @@ def service_class(name: str, services: tuple[registry.Service, ...] | None = Non
 
 
 def nameko_config(service: str) -> dict[str, Any]:
-    from kit.config import load
+    from kit.config import read_settings
 
-    settings = load()
+    settings = read_settings()
     return {
         "AMQP_URI": settings.amqp_uri,
         "WEB_SERVER_ADDRESS": f"{settings.raw.get('BIND_HOST', '0.0.0.0')}:{settings.port(service)}",  # noqa: S104
@@ -52,10 +52,10 @@ def run(service: str) -> None:
 
     from nameko.runners import ServiceRunner
 
-    from kit.config import load
+    from kit.config import read_settings
     from kit.observability import configure_logging
 
-    settings = load()
+    settings = read_settings()
     configure_logging(settings.log_level)
     runner = ServiceRunner(nameko_config(service))
     runner.add_service(service_class(service))

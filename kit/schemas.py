@@ -5,7 +5,7 @@ the contracts use it too and must not import the kit; it is re-exported here.
 
 Every string that a loader accepts also passes :mod:`kit.text`: single-line unless its
 field declares ``metadata={"multiline": True}``. The gateway's body/query loader and
-:func:`load` (RPC payloads) both use :func:`text_errors`, so no input route can forget.
+:func:`parse` (RPC payloads) both use :func:`text_errors`, so no input route can forget.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contracts.common import shared
 from kit.errors import ValidationFailed
 from kit.text import TextError, clean
 
-__all__ = ["is_multiline", "load", "shared", "text_errors", "validation_errors"]
+__all__ = ["is_multiline", "parse", "shared", "text_errors", "validation_errors"]
 
 
 def validation_errors(err: ValidationError) -> dict[str, list[str]]:
@@ -36,7 +36,7 @@ def validation_errors(err: ValidationError) -> dict[str, list[str]]:
     return out
 
 
-def load(schema_cls: type[Schema], data: Any, where: str = "request") -> dict[str, Any]:
+def parse(schema_cls: type[Schema], data: Any, where: str = "request") -> dict[str, Any]:
     """Load with the shared schema; invalid input (text included) is ``ValidationFailed``."""
     try:
         loaded = shared(schema_cls).load(data if data is not None else {})

@@ -23,10 +23,10 @@ from typing import Any
 
 
 def _settings() -> Any:
-    from kit.config import ConfigError, load
+    from kit.config import ConfigError, read_settings
 
     try:
-        return load()
+        return read_settings()
     except ConfigError as exc:
         sys.exit(f"portico: configuration error: {exc}")
 

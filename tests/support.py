@@ -158,13 +158,15 @@ class Environment:
             "PORTICO_ENV": "development",
             **{
                 f"{svc.env_prefix}_DB_PASSWORD": f"pw-{svc.name}-{self.run_id}"
-                for svc in registry.load()
+                for svc in registry.registered()
             },
             "PORTICO_TEST_RUN": self.run_id,
             "ADMIN_DATABASE_URL": self.admin_url,
             "AMQP_ADMIN_URI": self.amqp_uri,
             "AMQP_USER_PREFIX": self.broker_prefix,
-            **{f"{svc.env_prefix}_PORT": str(self.ports[svc.name]) for svc in registry.load()},
+            **{
+                f"{svc.env_prefix}_PORT": str(self.ports[svc.name]) for svc in registry.registered()
+            },
             "SMTP_PORT": str(self.ports["smtp"]),
             "MAIL_DIR": str(self.mail_dir),
             "BLOB_DIR": str(tmp / "blobs"),
@@ -192,9 +194,9 @@ class Environment:
 
     def settings(self) -> Any:
         """The configuration every process of this run reads (kit.config)."""
-        from kit.config import load
+        from kit.config import read_settings
 
-        return load(self.env)
+        return read_settings(self.env)
 
     def close(self) -> None:
         drop_database(self.admin_url, self.db_name)

@@ -445,13 +445,13 @@ def test_asyncapi_describes_the_integration_exchange():
 def test_setup_accounts_through_either_backend(backend):
     """Setup creates the same users and permissions through the management HTTP API (what
     a Kubernetes Job uses) and through rabbitmqctl (a broker on this machine), idempotently."""
-    from kit.config import load
+    from kit.config import read_settings
     from portico import broker
     from tests import support
 
     vhost = f"portico-t-acl-{uuid.uuid4().hex[:8]}"
     support.make_vhost(vhost)
-    settings = load(
+    settings = read_settings(
         {
             "AMQP_ADMIN_URI": f"{support.AMQP_BASE}/{vhost}",
             "AMQP_USER_PREFIX": f"portico-t-{uuid.uuid4().hex[:8]}-",

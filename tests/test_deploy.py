@@ -18,9 +18,9 @@ from portico import deployfiles
 from tests import kustomize
 
 SERVICES = registry.names()
-DEFAULT_PORT = {s.name: s.port for s in registry.load()}
+DEFAULT_PORT = {s.name: s.port for s in registry.registered()}
 PUBLIC = registry.public().name
-INTERNAL = tuple(s.name for s in registry.load() if not s.public)
+INTERNAL = tuple(s.name for s in registry.registered() if not s.public)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -464,7 +464,7 @@ def test_k8s_only_gateway_is_exposed() -> None:
         assert _labels_match(service["spec"]["selector"], gateway_labels)
 
 
-@pytest.mark.parametrize("service", [s.name for s in registry.load()])
+@pytest.mark.parametrize("service", [s.name for s in registry.registered()])
 def test_k8s_blob_volume_is_the_shared_pvc_where_the_registry_says(service: str) -> None:
     """Every service the registry gives the blob store mounts the one RWX claim (read-only
     where it only reads); the others mount nothing there."""
@@ -483,7 +483,7 @@ def test_k8s_blob_volume_is_the_shared_pvc_where_the_registry_says(service: str)
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
 
 
-@pytest.mark.parametrize("service", [s.name for s in registry.load() if s.blobs])
+@pytest.mark.parametrize("service", [s.name for s in registry.registered() if s.blobs])
 def test_compose_mounts_the_blob_volume_where_the_registry_says(service: str) -> None:
     svc = _compose()["services"][service]
     (volume,) = [str(v) for v in svc["volumes"] if f":{BLOB_DIR}" in str(v)]
@@ -590,7 +590,7 @@ def test_procfile_is_the_registry() -> None:
     """deploy/Procfile is what `portico up` runs: regenerate it with
     `python -m portico.deployfiles --write` after changing services/registry.py."""
     assert (DEPLOY / "Procfile").read_text() == deployfiles.procfile()
-    for service in registry.load():
+    for service in registry.registered():
         assert f"{service.name}: PORT=${{{service.env_prefix}_PORT:-{service.port}}}" in (
             deployfiles.procfile()
         )
@@ -742,20 +742,20 @@ def test_dockerfile_copies_every_package_and_context_allows_them() -> None:
 def test_every_process_configuration_loads_in_production() -> None:
     """What each process is given is enough for kit.config in production mode (services
     need neither the database owner nor the broker administrator; setup needs both)."""
-    from kit.config import load
+    from kit.config import read_settings
 
     compose = _compose()["services"]
     for name in ("setup", *SERVICES):
         env = {k: str(v) for k, v in compose[name]["environment"].items() if v is not None}
-        settings = load(env)
+        settings = read_settings(env)
         assert settings.production, name
         assert bool(settings.admin_database_url) == (name == "setup"), name
         assert (settings.amqp_admin_uri is not None) == (name == "setup"), name
     (config,) = _of_kind("ConfigMap")
     for secret in ("portico-setup", *(f"portico-{s}" for s in SERVICES), "portico-operator"):
         env = {**config["data"], **_secret_values(_secret(secret))}
-        settings = load(env)
+        settings = read_settings(env)
         assert (settings.amqp_admin_uri is not None) == (secret == "portico-setup"), secret
-    setup = load({**config["data"], **_secret_values(_secret("portico-setup"))})
+    setup = read_settings({**config["data"], **_secret_values(_secret("portico-setup"))})
     setup.broker_password("services")
     setup.broker_password("operator")

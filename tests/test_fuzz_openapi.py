@@ -58,7 +58,7 @@ from services.gateway.openapi import (
     openapi_document,
     operation_id,
 )
-from services.gateway.web import ROUTES, ApiError, load
+from services.gateway.web import ROUTES, ApiError, parse_input
 from services.quotes import domain as quotes_domain
 from tests.support import Client, wait_for
 
@@ -287,7 +287,7 @@ def _server_accepts(component: str, body: dict[str, Any]) -> bool:
     route = next(r for r in ROUTES if r.body is not None and r.body.__name__ == component)
     assert route.body is not None  # chosen for having one
     try:
-        loaded = load(route.body, body, "request body")
+        loaded = parse_input(route.body, body, "request body")
         if component == "UnitCreate":
             fields = ("make", "model", "serial", "fleet_number")
             gateway_domain.raise_if(gateway_domain.check_unit(*(loaded[f] for f in fields)))

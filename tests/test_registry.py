@@ -78,20 +78,20 @@ def with_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
 
 
 def test_new_service_reaches_config_and_runner(with_parts: Service) -> None:
-    from kit.config import load
+    from kit.config import read_settings
     from kit.runner import nameko_config, service_class
 
     assert registry.names()[-1] == "parts"
-    assert load({}).port("parts") == 8093
-    assert load({"PORT": "9000"}).port("parts") == 9000
+    assert read_settings({}).port("parts") == 8093
+    assert read_settings({"PORT": "9000"}).port("parts") == 9000
     assert service_class("parts").__name__ == "PartsService"
     assert nameko_config("parts")["WEB_SERVER_ADDRESS"].endswith(":8093")
 
 
 def test_new_service_is_migrated_by_setup(with_parts: Service) -> None:
-    from kit.config import load
+    from kit.config import read_settings
 
-    settings = load({"PARTS_DB_PASSWORD": "p1", "PARTS_WORKER_DB_PASSWORD": "p2"})
+    settings = read_settings({"PARTS_DB_PASSWORD": "p1", "PARTS_WORKER_DB_PASSWORD": "p2"})
     plan = infra.migration_plan(settings)
     assert [name for name, _, _ in plan] == [*registry.names()]
     assert plan[-1] == ("parts", "p1", "p2")

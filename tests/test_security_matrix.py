@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from marshmallow import Schema, fields, validate
 
 import services.gateway.service  # noqa: F401 - imports every api_* module: ROUTES is complete
-from kit.config import load as load_settings
+from kit.config import read_settings as load_settings
 from kit.context import PORTAL_PERMISSIONS
 from services.gateway import domain
 from services.gateway.tokens import KeyRing, TokenService

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from kit.config import load
+from kit.config import read_settings
 from tests.support import Client, Process, free_port, wait_ready
 
 pytestmark = pytest.mark.system
@@ -78,7 +78,9 @@ def test_parallel_wrong_passwords_are_counted_before_they_are_checked(system):
 def slow_gateway(system: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second gateway of the same system, hashing with the production parameters."""
     env = {k: v for k, v in system.env.env.items() if k != "PORTICO_ARGON2_FAST"}
-    env["AMQP_URI"] = load(env).amqp_uri  # the services' account, as `portico up` passes it
+    env["AMQP_URI"] = read_settings(
+        env
+    ).amqp_uri  # the services' account, as `portico up` passes it
     for admin_only in ("AMQP_ADMIN_URI", "RABBITMQ_MANAGEMENT_URL"):
         env.pop(admin_only, None)
     env["PORT"] = str(free_port())

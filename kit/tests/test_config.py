@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from kit.config import ConfigError, amqp_vhost, env_float, env_int, env_text, load
+from kit.config import ConfigError, amqp_vhost, env_float, env_int, env_text, read_settings
 
 PRODUCTION = {
     "PORTICO_ENV": "production",
@@ -28,7 +28,7 @@ def login(uri: str) -> tuple[str, str]:
 def test_a_production_service_needs_neither_admin_url():
     """A service's pod has DATABASE_URL and AMQP_URI only (it used to be refused for
     lacking ADMIN_DATABASE_URL, the owner role it must not have)."""
-    settings = load(
+    settings = read_settings(
         {
             **PRODUCTION,
             "DATABASE_URL": "postgresql://portico_quotes:pw@db:5432/portico",
@@ -43,7 +43,7 @@ def test_a_production_service_needs_neither_admin_url():
 
 def test_production_refuses_a_missing_broker_account():
     with pytest.raises(ConfigError, match="AMQP_URI"):
-        load(PRODUCTION)
+        read_settings(PRODUCTION)
 
 
 def test_production_setup_derives_the_services_uri_and_needs_every_password():
@@ -54,32 +54,32 @@ def test_production_setup_derives_the_services_uri_and_needs_every_password():
         "AMQP_SERVICES_PASSWORD": "p@ss/word:1",
         "AMQP_OPERATOR_PASSWORD": "op-pw",
     }
-    settings = load(env)
+    settings = read_settings(env)
     assert login(settings.amqp_uri) == ("portico-services", "p@ss/word:1")
     assert amqp_vhost(settings.amqp_uri) == "portico"
     assert login(settings.operator_amqp_uri()) == ("portico-operator", "op-pw")
     missing = {k: v for k, v in env.items() if k != "AMQP_SERVICES_PASSWORD"}
     with pytest.raises(ConfigError, match="AMQP_SERVICES_PASSWORD"):
-        load(missing)
-    no_operator = load({k: v for k, v in env.items() if k != "AMQP_OPERATOR_PASSWORD"})
+        read_settings(missing)
+    no_operator = read_settings({k: v for k, v in env.items() if k != "AMQP_OPERATOR_PASSWORD"})
     with pytest.raises(ConfigError, match="AMQP_OPERATOR_PASSWORD"):
         no_operator.broker_password("operator")
 
 
 def test_an_operator_shell_needs_only_the_operator_uri():
     uri = "amqp://portico-operator:op@mq:5672/portico"
-    settings = load({**PRODUCTION, "AMQP_OPERATOR_URI": uri})
+    settings = read_settings({**PRODUCTION, "AMQP_OPERATOR_URI": uri})
     assert settings.operator_amqp_uri() == uri
 
 
 def test_development_passwords_are_derived_per_role_and_broker():
-    a = load({"AMQP_ADMIN_URI": "amqp://guest:guest@127.0.0.1:5672/a"})
-    b = load({"AMQP_ADMIN_URI": "amqp://guest:guest@127.0.0.1:5672/b"})
-    assert a.broker_password("services") == load(dict(a.raw)).broker_password("services")
+    a = read_settings({"AMQP_ADMIN_URI": "amqp://guest:guest@127.0.0.1:5672/a"})
+    b = read_settings({"AMQP_ADMIN_URI": "amqp://guest:guest@127.0.0.1:5672/b"})
+    assert a.broker_password("services") == read_settings(dict(a.raw)).broker_password("services")
     assert a.broker_password("services") != a.broker_password("operator")
     assert a.broker_password("services") != b.broker_password("services")
     assert login(a.amqp_uri) == ("portico-services", a.broker_password("services"))
-    prefixed = load({"AMQP_USER_PREFIX": "run-1-"})
+    prefixed = read_settings({"AMQP_USER_PREFIX": "run-1-"})
     assert login(prefixed.amqp_uri)[0] == "run-1-services"
     assert prefixed.broker_user("integration.t.erp") == "run-1-integration.t.erp"
 

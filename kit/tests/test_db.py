@@ -164,13 +164,13 @@ def test_a_service_connection_cannot_switch_tenant_scoping_off(core: DatabaseCor
             uow.session.execute(text("select count(*) from quotes.quote_requests"))
 
 
-def test_first_time_records_each_event_once(core: DatabaseCore) -> None:
+def test_claim_event_records_each_event_once(core: DatabaseCore) -> None:
     event_id = str(uuid.uuid4())
     with core.unit_of_work(tenant_id=A) as uow:
-        assert uow.first_time("h", event_id) is True
+        assert uow.claim_event("h", event_id) is True
     with core.unit_of_work(tenant_id=A) as uow:
-        assert uow.first_time("h", event_id) is False
-        assert uow.first_time("other-handler", event_id) is True
+        assert uow.claim_event("h", event_id) is False
+        assert uow.claim_event("other-handler", event_id) is True
 
 
 def test_emit_validates_the_payload_against_its_contract(core: DatabaseCore) -> None:

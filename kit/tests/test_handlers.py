@@ -154,14 +154,14 @@ def test_one_unit_of_work_per_event_exactly_once_and_after_the_commit(database, 
     r, tenant = Recorder(), str(uuid.uuid4())
     event = customer_event(tenant)
     handled = r.h.handle(core, event, core=core)
-    assert handled.first_time and r.after == []  # the caller runs the after-commit work
+    assert handled.first_delivery and r.after == []  # the caller runs the after-commit work
     handled.after_commit()
     assert r.after == ["Acme"]
     assert r.seen == [(tenant, event["id"], validate_data(event["type"], event["data"]))]
     assert ledger(database, event["id"]) == ["kit_test.on_event"]
 
     again = r.h.handle(core, event, core=core)
-    assert again == type(again)(first_time=False) and len(r.seen) == 1
+    assert again == type(again)(first_delivery=False) and len(r.seen) == 1
     again.after_commit()
     assert r.after == ["Acme"]
 
@@ -172,7 +172,7 @@ def test_unknown_versions_are_refused_before_anything_is_recorded(database, core
     with pytest.raises(UnsupportedEventVersion, match="version 2"):
         r.h.handle(core, future, core=core)
     assert r.seen == [] and ledger(database, future["id"]) == []
-    assert Handlers("v2", versions=(1, 2)).handle(core, future).first_time is True
+    assert Handlers("v2", versions=(1, 2)).handle(core, future).first_delivery is True
 
 
 def test_events_without_a_handler_are_recorded_and_acked(database, core) -> None:
@@ -181,7 +181,7 @@ def test_events_without_a_handler_are_recorded_and_acked(database, core) -> None
     unknown = {**customer_event(tenant), "type": "work_order.invented", "data": {"x": 1}}
     for event in (unhandled, unknown):
         handled = r.h.handle(core, event, core=core)
-        assert handled.first_time and handled.result is None
+        assert handled.first_delivery and handled.result is None
         assert ledger(database, event["id"]) == ["kit_test.on_event"]
     assert r.seen == []
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from marshmallow import Schema, fields
 
 from kit.errors import ValidationFailed
-from kit.schemas import load, text_errors
+from kit.schemas import parse, text_errors
 from kit.text import TextError, clean, problem
 
 C0 = [chr(c) for c in range(0x20)]
@@ -125,8 +125,8 @@ def test_text_errors_walk_deeper_than_python_recursion() -> None:
 
 def test_rpc_payloads_are_checked_by_the_same_loader() -> None:
     with pytest.raises(ValidationFailed) as err:
-        load(Outer, {"displayName": "Ann\u202e"})
+        parse(Outer, {"displayName": "Ann\u202e"})
     assert err.value.errors == {
         "displayName": ["must not contain bidirectional control characters"]
     }
-    assert load(Inner, {"notes": "a\r\nb"}) == {"notes": "a\nb"}
+    assert parse(Inner, {"notes": "a\r\nb"}) == {"notes": "a\nb"}

@@ -12,7 +12,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy import select, text, update
 from werkzeug.wrappers import Request
 
-from kit.config import ConfigError, Settings, load
+from kit.config import ConfigError, Settings, read_settings
 from kit.context import Actor
 from kit.db import utcnow
 from services.gateway import domain
@@ -372,7 +372,7 @@ class Authenticator(DependencyProvider):
     """Injects the process-wide :class:`AuthCore` (keys are loaded once)."""
 
     def setup(self) -> None:
-        self.core = AuthCore(load())
+        self.core = AuthCore(read_settings())
 
     def get_dependency(self, worker_ctx: Any) -> _BoundAuth:
         return _BoundAuth(self.core)

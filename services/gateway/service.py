@@ -46,7 +46,7 @@ from services.gateway.web import (
     revive,
 )
 from services.gateway.web import (
-    load as load_schema,
+    parse_input as load_schema,
 )
 
 log = logging.getLogger(__name__)

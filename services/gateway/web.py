@@ -230,7 +230,7 @@ def json_type_errors(schema: Schema, data: Any) -> dict[str, list[str]]:
     return errors
 
 
-def load(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
+def parse_input(schema_cls: type[Schema], data: Any, where: str) -> dict[str, Any]:
     """Load a body or query with its route's schema. Every string also passes
     :mod:`kit.text` (``kit.schemas.text_errors``): NUL, lone surrogates, controls and
     bidi overrides are a 422 naming the field, never a database or encoding error."""

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from contracts import notify as c
 from kit import pagination
-from kit.config import env_float, load
+from kit.config import env_float, read_settings
 from kit.context import Actor
 from kit.db import DatabaseCore, UnitOfWork
 from kit.errors import Forbidden, NotFound, ValidationFailed
@@ -36,7 +36,7 @@ from kit.health import HealthEndpoints
 from kit.ids import new_id
 from kit.observability import Metrics
 from kit.providers import Database, RequestContext, WorkerDb, rpc
-from kit.schemas import load as load_payload
+from kit.schemas import parse as load_payload
 from services.notify import attachments, domain
 from services.notify.channels import TEMPLATE_DIR, Renderer
 from services.notify.models import (
@@ -408,7 +408,7 @@ class Channels(DependencyProvider):
     """Renderer and senders, built once per process from the configuration."""
 
     def setup(self) -> None:
-        settings = load()
+        settings = read_settings()
         self.renderer = Renderer(TEMPLATE_DIR)
         self.senders = senders_from_settings(settings)
         self.portal_base = settings.portal_base_url

@@ -20,7 +20,7 @@ from kit.health import HealthEndpoints
 from kit.ids import is_uuid
 from kit.observability import Metrics
 from kit.providers import Database, RequestContext, rpc
-from kit.schemas import load, shared
+from kit.schemas import parse, shared
 from services.quotes import directory, domain
 from services.quotes.models import Attachment, Comment, QuoteCounter, QuoteRequest, metadata
 
@@ -141,7 +141,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def list_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        f = load(c.QuoteListQuery, query)
+        f = parse(c.QuoteListQuery, query)
         with self.db.unit_of_work() as uow:
             stmt = _filtered(_scoped(select(QuoteRequest), actor), f)
             stmt, limit = pagination.page(stmt, QuoteRequest, f.get("limit"), f.get("cursor"))
@@ -153,7 +153,7 @@ class QuotesService(HealthEndpoints):
         """One page of the export (up to ``EXPORT_PAGE_MAX`` rows, newest first); the
         gateway follows ``next_cursor`` to the end and streams the CSV as it goes."""
         actor = self.ctx.require_actor()
-        f = load(c.QuoteExportQuery, query)
+        f = parse(c.QuoteExportQuery, query)
         with self.db.unit_of_work() as uow:
             stmt = _filtered(_scoped(select(QuoteRequest), actor), f)
             stmt, limit = pagination.page(
@@ -165,7 +165,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def summarize_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        f = load(c.QuoteFilters, query)
+        f = parse(c.QuoteFilters, query)
         f.pop("status", None)  # tabs count every status under the other filters
         with self.db.unit_of_work() as uow:
             stmt = select(QuoteRequest.status, func.count()).group_by(QuoteRequest.status)
@@ -184,7 +184,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def create_quote_request(self, payload: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        body = load(c.CreateQuoteRequest, payload)
+        body = parse(c.CreateQuoteRequest, payload)
         customer_id = str(body["customer_id"]) if body.get("customer_id") else None
         unit_id = str(body["unit_id"]) if body.get("unit_id") else None
         with self.db.unit_of_work() as uow:
@@ -221,7 +221,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def update_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        body = load(c.PatchQuoteRequest, payload)
+        body = parse(c.PatchQuoteRequest, payload)
         version = body.pop("version", None)
         changes = {
             k: (str(v) if k == "assigned_to" and v is not None else v) for k, v in body.items()
@@ -247,7 +247,7 @@ class QuotesService(HealthEndpoints):
 
     @rpc
     def approve_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = load(c.ApproveRequest, payload)
+        body = parse(c.ApproveRequest, payload)
         return self._decide(
             quote_id,
             body.get("version"),
@@ -256,7 +256,7 @@ class QuotesService(HealthEndpoints):
 
     @rpc
     def deny_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = load(c.DenyRequest, payload)
+        body = parse(c.DenyRequest, payload)
         return self._decide(
             quote_id,
             body.get("version"),
@@ -265,7 +265,7 @@ class QuotesService(HealthEndpoints):
 
     @rpc
     def cancel_quote_request(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = load(c.VersionOnly, payload)
+        body = parse(c.VersionOnly, payload)
         return self._decide(quote_id, body.get("version"), domain.cancel)
 
     def _decide(self, quote_id: str, version: int | None, decide: Any) -> dict[str, Any]:
@@ -296,7 +296,7 @@ class QuotesService(HealthEndpoints):
     def list_comments(self, quote_id: str, query: dict[str, Any] | None = None) -> dict[str, Any]:
         """A page of the request's comments, oldest first (a thread reads top down)."""
         actor = self.ctx.require_actor()
-        f = load(c.OldestFirstPage, query or {})
+        f = parse(c.OldestFirstPage, query or {})
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
             stmt = select(Comment).where(
@@ -308,7 +308,7 @@ class QuotesService(HealthEndpoints):
     @rpc
     def add_comment(self, quote_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         actor = self.ctx.require_actor()
-        body = load(c.CommentRequest, payload)
+        body = parse(c.CommentRequest, payload)
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
             text = domain.validate_comment(actor, q, body["body"])
@@ -399,7 +399,7 @@ class QuotesService(HealthEndpoints):
     ) -> dict[str, Any]:
         """A page of the request's files, oldest first."""
         actor = self.ctx.require_actor()
-        f = load(c.OldestFirstPage, query or {})
+        f = parse(c.OldestFirstPage, query or {})
         with self.db.unit_of_work() as uow:
             q = self._load(uow, actor, quote_id)
             stmt = select(Attachment).where(Attachment.quote_request_id == q.id)

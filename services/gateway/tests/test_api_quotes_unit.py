@@ -30,7 +30,7 @@ from services.gateway.web import (
     build_map,
     error_response,
     expected_version,
-    load,
+    parse_input,
 )
 
 QID = "6f1c1d1e-5b0a-4c44-9d0b-0a8f3c9d7e11"
@@ -330,7 +330,7 @@ def test_list_names_customers_in_one_query_and_dumps_with_the_schema(tmp_path):
         {CUSTOMER: "Acme Fleet", OTHER_CUSTOMER: "Bolt Haulage"},
         list_quote_requests={"items": items, "next_cursor": "abc"},
     )
-    query = load(
+    query = parse_input(
         c.QuoteListQuery,
         {"customer_id": CUSTOMER, "created_by_customer": "true", "limit": "10"},
         "query",
@@ -376,7 +376,7 @@ def test_detail_carries_customer_name_and_etag(tmp_path):
 
 def test_create_sends_uuids_as_text_and_answers_201_with_location(tmp_path):
     gw = FakeGateway(tmp_path, {CUSTOMER: "Acme Fleet"}, create_quote_request=quote_item())
-    body = load(
+    body = parse_input(
         c.CreateQuoteRequest,
         {"description": "Need tyres", "customer_id": CUSTOMER, "unit_id": None},
         "request body",
@@ -439,7 +439,7 @@ def test_export_is_csv_attachment_with_names_in_one_query(tmp_path):
         {CUSTOMER: "Acme, Inc.", OTHER_CUSTOMER: "=Bolt"},
         export_quote_requests={"items": rows, "next_cursor": None},
     )
-    query = load(c.QuoteFilters, {"status": "pending"}, "query")
+    query = parse_input(c.QuoteFilters, {"status": "pending"}, "query")
     response = q.export_quote_requests(make_call(gw, query=query))
     assert gw.quotes.calls == [
         ("export_quote_requests", ({"status": "pending", "limit": c.EXPORT_PAGE_MAX},))
@@ -506,7 +506,7 @@ def test_comment_and_attachment_lists_are_pages(tmp_path, handler, method):
     replies: dict[str, Any] = {method: {"items": [comment], "next_cursor": "abc"}}
     gw = FakeGateway(tmp_path, **replies)
     cursor = "1-" + "0" * 32  # a cursor as kit.pagination writes it
-    query = load(c.OldestFirstPage, {"limit": "2", "cursor": cursor}, "query")
+    query = parse_input(c.OldestFirstPage, {"limit": "2", "cursor": cursor}, "query")
     page = handler(make_call(gw, path={"id": QID}, query=query))
     assert gw.quotes.calls == [(method, (QID, {"limit": 2, "cursor": cursor}))]
     assert page["next_cursor"] == "abc"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kit.config import ConfigError, load
+from kit.config import ConfigError, read_settings
 from services.gateway.idempotency import canonical_body, fingerprint, kept, parse_key
 from services.gateway.web import ApiError
 
@@ -92,8 +92,8 @@ def test_refusals_are_kept_transient_failures_released(status: int, stored: bool
 
 
 def test_answers_are_kept_24_hours_unless_configured() -> None:
-    assert load({}).idempotency_ttl_hours == 24
-    assert load({"IDEMPOTENCY_TTL_HOURS": "0.5"}).idempotency_ttl_hours == 0.5
+    assert read_settings({}).idempotency_ttl_hours == 24
+    assert read_settings({"IDEMPOTENCY_TTL_HOURS": "0.5"}).idempotency_ttl_hours == 0.5
     for bad in ("0", "-1", "nan", "a day"):
         with pytest.raises(ConfigError, match="IDEMPOTENCY_TTL_HOURS|malformed"):
-            load({"IDEMPOTENCY_TTL_HOURS": bad})
+            read_settings({"IDEMPOTENCY_TTL_HOURS": bad})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from marshmallow import Schema, fields
 
-from services.gateway.web import ApiError, json_type_errors, load
+from services.gateway.web import ApiError, json_type_errors, parse_input
 
 
 class Line(Schema):
@@ -64,7 +64,7 @@ def test_values_of_another_json_type_are_named(body: dict[str, Any], where: str,
 
 def test_load_refuses_them_as_a_422_before_marshmallow_coerces_them() -> None:
     with pytest.raises(ApiError) as err:
-        load(Order, {"urgent": "yes", "total": "5"}, "request body")
+        parse_input(Order, {"urgent": "yes", "total": "5"}, "request body")
     assert err.value.code == "validation_failed"
     assert err.value.errors == {
         "urgent": ["Not a valid boolean."],
@@ -73,4 +73,4 @@ def test_load_refuses_them_as_a_422_before_marshmallow_coerces_them() -> None:
 
 
 def test_query_strings_are_text_and_are_not_checked() -> None:
-    assert load(Order, {"urgent": "true", "n": "3"}, "query") == {"urgent": True, "count": 3}
+    assert parse_input(Order, {"urgent": "true", "n": "3"}, "query") == {"urgent": True, "count": 3}

@@ -16,7 +16,7 @@ import argon2
 import eventlet
 import pytest
 
-from kit.config import load
+from kit.config import read_settings
 from kit.db import DatabaseCore
 from services.gateway import tokens
 from services.gateway.auth import AuthCore
@@ -44,7 +44,7 @@ def db(database: str) -> Iterator[DatabaseCore]:
 
 def auth_core(tmp_path: Path, **env: str) -> AuthCore:
     return AuthCore(
-        load(
+        read_settings(
             {
                 "JWT_DEV_KEY_FILE": str(tmp_path / "dev.pem"),
                 "LOGIN_LIMIT_PER_ACCOUNT": "5",

@@ -29,8 +29,8 @@ from services.gateway.web import (
     encode_cursor,
     error_response,
     expected_version,
-    load,
     parse_if_match,
+    parse_input,
     read_json,
 )
 
@@ -69,15 +69,15 @@ def test_malformed_cursor_is_a_validation_error(cursor: str) -> None:
 
 
 def test_page_query() -> None:
-    assert load(PageQuery, {}, "query") == {"limit": 50}
+    assert parse_input(PageQuery, {}, "query") == {"limit": 50}
     cursor = encode_cursor(datetime(2025, 1, 1, tzinfo=UTC), ROW)
-    assert load(PageQuery, {"limit": "200", "cursor": cursor}, "query") == {
+    assert parse_input(PageQuery, {"limit": "200", "cursor": cursor}, "query") == {
         "limit": 200,
         "cursor": cursor,
     }
     for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "ten"}, {"cursor": ""}, {"other": "1"}):
         with pytest.raises(ApiError) as err:
-            load(PageQuery, bad, "query")
+            parse_input(PageQuery, bad, "query")
         assert err.value.code == "validation_failed"
 
 
@@ -186,7 +186,7 @@ def test_chunked_body_is_refused_rather_than_read_as_empty() -> None:
 
 def test_nul_characters_are_a_validation_error_naming_the_field() -> None:
     with pytest.raises(ApiError) as err:
-        load(Named, {"name": "ab\x00c"}, "query")
+        parse_input(Named, {"name": "ab\x00c"}, "query")
     assert err.value.code == "validation_failed"
     assert err.value.errors == {"name": ["must not contain control characters"]}
 
@@ -221,7 +221,7 @@ def test_a_lone_surrogate_in_a_json_string_is_422_naming_the_field(
 ) -> None:
     loaded = read_json(json_request(raw))
     with pytest.raises(ApiError) as err:
-        load(route_for(endpoint).body, loaded, "request body")  # type: ignore[arg-type]
+        parse_input(route_for(endpoint).body, loaded, "request body")  # type: ignore[arg-type]
     assert err.value.code == "validation_failed"
     assert err.value.errors == {
         field: ["must be valid Unicode (it contains an unpaired surrogate)"]
@@ -249,7 +249,7 @@ def test_names_with_line_breaks_controls_or_bidi_overrides_are_422(name: str, me
         ("POST /customers", {"name": name}),
     ]:
         with pytest.raises(ApiError) as err:
-            load(route_for(endpoint).body, body, "request body")  # type: ignore[arg-type]
+            parse_input(route_for(endpoint).body, body, "request body")  # type: ignore[arg-type]
         field = next(iter(body))
         assert err.value.errors == {field: [message]}, endpoint
 
@@ -257,10 +257,10 @@ def test_names_with_line_breaks_controls_or_bidi_overrides_are_422(name: str, me
 def test_multi_line_fields_keep_line_breaks_normalised() -> None:
     from contracts.quotes import CommentRequest
 
-    loaded = load(CommentRequest, {"body": "Line one\r\n\tLine two\n"}, "request body")
+    loaded = parse_input(CommentRequest, {"body": "Line one\r\n\tLine two\n"}, "request body")
     assert loaded["body"] == "Line one\n\tLine two\n"
     with pytest.raises(ApiError) as err:
-        load(CommentRequest, {"body": "a\rb \u202e"}, "request body")
+        parse_input(CommentRequest, {"body": "a\rb \u202e"}, "request body")
     assert err.value.errors == {"body": ["must use \\n (LF) for line breaks"]}
 
 

@@ -185,7 +185,7 @@ def test_a_redelivered_event_changes_nothing_and_older_facts_never_win(core):
     newer = shop.tell("directory.staff_user.updated", shop.staff_fact(sid, False, "New"), t0)
     shop.tell("directory.staff_user.created", shop.staff_fact(sid, True, "Old"), t0 - timedelta(1))
     # already handled: nothing applied
-    assert directory.handlers.handle(core, newer).first_time is False
+    assert directory.handlers.handle(core, newer).first_delivery is False
     with core.unit_of_work(tenant_id=shop.tenant) as uow:
         row = uow.session.get(KnownStaff, sid)
         assert (row.name, row.active) == ("New", False)
@@ -194,7 +194,7 @@ def test_a_redelivered_event_changes_nothing_and_older_facts_never_win(core):
 def test_events_the_copies_do_not_need_are_recorded_and_ignored(core):
     shop = Shop(core)
     event = shop.tell("directory.tenant.updated", {"id": shop.tenant, "slug": "s", "name": "S"})
-    assert directory.handlers.handle(core, event).first_time is False
+    assert directory.handlers.handle(core, event).first_delivery is False
     with pytest.raises(UnsupportedEventVersion):
         directory.handlers.handle(core, {**event, "id": new_id(), "version": 2})
 
