@@ -27,7 +27,7 @@ MAIL = (
 def procfile(services: Iterable[registry.Service] | None = None) -> str:
     """The local mail catcher, then one process per service, each on ``<NAME>_PORT``."""
     lines = [MAIL]
-    for s in registry.load() if services is None else services:
+    for s in registry.registered() if services is None else services:
         lines.append(f"{s.name}: PORT=${{{s.env_prefix}_PORT:-{s.port}}} exec portico run {s.name}")
     return "\n".join(lines) + "\n"
 
@@ -36,7 +36,7 @@ def port_env(services: Iterable[registry.Service] | None = None) -> dict[str, st
     """``<NAME>_PORT`` of every service at its registered default."""
     return {
         f"{s.env_prefix}_PORT": str(s.port)
-        for s in (registry.load() if services is None else services)
+        for s in (registry.registered() if services is None else services)
     }
 
 
@@ -167,7 +167,7 @@ def k8s_service(service: registry.Service) -> dict[str, str]:
 def write(services: Iterable[registry.Service] | None = None, root: Path = ROOT) -> list[Path]:
     """Write the Procfile and the non-public services' kustomize folders; the paths
     written. The top-level deploy/k8s/kustomization.yaml lists the folders by hand."""
-    chosen = tuple(registry.load() if services is None else services)
+    chosen = tuple(registry.registered() if services is None else services)
     written = [root / "deploy" / "Procfile"]
     written[0].write_text(procfile(chosen))
     for service in chosen:
