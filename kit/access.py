@@ -16,7 +16,8 @@ The rule, in the order it is applied:
 - staff and ``system`` actors: everything of their tenant;
 - portal users with a customer: that customer's records visible to customers, and if
   the account is limited to some units, only records about one of those units or
-  created by the account itself;
+  created by the account itself (:meth:`Scope.whole_customer` drops that limit for
+  records about the customer as a whole, such as the customer itself);
 - token holders with a work order: that work order's records visible to customers
   (and of the token's customer, when it names one);
 - anyone else: nothing.
@@ -37,7 +38,7 @@ Pure (standard library and :mod:`kit.context`/:mod:`kit.errors` only), so every
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from kit.context import PORTAL_PERMISSIONS, STAFF_ROLES
@@ -220,6 +221,13 @@ class Scope:
         return permission in self.permissions
 
     # -- what it may see --
+
+    def whole_customer(self) -> Scope:
+        """This scope without its unit restriction, for records about the customer as a
+        whole rather than about one unit (the customer itself, its contacts): an account
+        limited to some units (even to none) still sees its own customer. Everything else
+        stays: another customer, a token holder's work order, nothing."""
+        return replace(self, unit_ids=None, creator_id=None)
 
     def matches(self, record: Any, fields: Fields = ALL_FIELDS) -> bool:
         """The rule for one record. :func:`kit.access_sql.scope_filter` is its SQL twin:

@@ -88,6 +88,37 @@ def test_unit_restricted_accounts_see_their_units_and_what_they_made() -> None:
     assert scope.matches(record(unit_id=UNIT_B, created_by=ME))
 
 
+def test_whole_customer_records_ignore_the_unit_restriction_only() -> None:
+    """The customer itself (and what belongs to it as a whole) is seen by an account
+    limited to some units, or to none; nothing else widens."""
+    customer_row = Fields(
+        customer_id="id",
+        unit_id=None,
+        visible_to_customer=None,
+        created_by=None,
+        work_order_id=None,
+    )
+    own, other = (
+        SimpleNamespace(tenant_id=TENANT, id=CUSTOMER),
+        SimpleNamespace(tenant_id=TENANT, id=OTHER_CUSTOMER),
+    )
+    for units in ((UNIT_A,), ()):
+        restricted = Scope.of(actor("portal", customer_id=CUSTOMER, unit_ids=units))
+        assert not restricted.matches(own, customer_row)
+        whole = restricted.whole_customer()
+        assert whole == Scope(tenant_id=TENANT, customer_id=CUSTOMER)
+        assert (whole.kind, whole.caller_id) == ("portal", ME)
+        assert whole.matches(own, customer_row) and not whole.matches(other, customer_row)
+        assert whole.matches(record(unit_id=UNIT_B))
+        assert not whole.matches(record(visible_to_customer=False))
+    staff = Scope.of(actor("staff", roles=("technician",)))
+    assert staff.whole_customer() == staff and staff.matches(other, customer_row)
+    token = Scope.of(actor("token", customer_id=CUSTOMER, work_order_id=WORK_ORDER))
+    assert token.whole_customer() == token and not token.whole_customer().matches(own, customer_row)
+    for nobody in (actor("portal"), actor("token", customer_id=CUSTOMER), actor("robot")):
+        assert not Scope.of(nobody).whole_customer().matches(own, customer_row)
+
+
 def test_token_holders_see_their_work_order() -> None:
     scope = Scope.of(actor("token", customer_id=CUSTOMER, work_order_id=WORK_ORDER))
     assert scope == Scope(tenant_id=TENANT, customer_id=CUSTOMER, work_order_id=WORK_ORDER)
@@ -256,11 +287,14 @@ actors = st.builds(
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(actor=actors, name=st.sampled_from(sorted(RESOURCES)))
-def test_the_predicate_and_the_sql_filter_agree(engine: Engine, actor: Actor, name: str) -> None:
-    """Random callers over every combination of record values, for both resources."""
+@given(actor=actors, name=st.sampled_from(sorted(RESOURCES)), whole=st.booleans())
+def test_the_predicate_and_the_sql_filter_agree(
+    engine: Engine, actor: Actor, name: str, whole: bool
+) -> None:
+    """Random callers (their scope, or its whole-customer form) over every combination of
+    record values, for both resources."""
     table, fields = RESOURCES[name]
-    scope = Scope.of(actor)
+    scope = Scope.of(actor).whole_customer() if whole else Scope.of(actor)
     with engine.connect() as conn:
         condition = scope_filter(scope, columns_of(table.c, fields))
         in_sql = set(conn.scalars(select(table.c.id).where(condition)))

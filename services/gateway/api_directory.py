@@ -16,6 +16,8 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
+from kit.access import Scope
+from kit.access_sql import columns_of, scope_filter
 from kit.errors import Conflict, NotFound
 from services.gateway import domain
 from services.gateway.models import Contact, Customer, PortalAccount, StaffUser, Unit
@@ -93,7 +95,8 @@ def fetch(uow: Any, model: Any, row_id: str, *, lock: bool = False) -> Any:
 def visible_customer(uow: Any, call: Call, customer_id: str) -> Customer:
     """The customer if the caller may see it: staff any, a portal user only its own."""
     customer = fetch(uow, Customer, customer_id)
-    if not domain.may_see_customer(call.require_actor(), customer.id):
+    scope = Scope.of(call.require_actor()).whole_customer()
+    if not scope.matches(customer, domain.CUSTOMER_FIELDS):
         raise NotFound("No such customer.")
     return customer
 
@@ -510,10 +513,11 @@ def _unit_event(uow: Any, event: str, unit: Unit) -> None:
 def list_units(call: Call) -> Any:
     with call.gw.db.unit_of_work() as uow:
         customer = visible_customer(uow, call, call.path["id"])
-        stmt = select(Unit).where(Unit.customer_id == customer.id)
-        allowed = domain.unit_scope(call.require_actor())
-        if allowed is not None:
-            stmt = stmt.where(Unit.id.in_(allowed))
+        scope = Scope.of(call.require_actor())
+        stmt = select(Unit).where(
+            Unit.customer_id == customer.id,
+            scope_filter(scope, columns_of(Unit, domain.UNIT_FIELDS)),
+        )
         return list_page(uow, stmt, Unit, call.query)
 
 

@@ -289,16 +289,18 @@ def require_directory_writer(actor: Actor) -> None:
     require_staff(actor, *DIRECTORY_WRITERS)
 
 
-def may_see_customer(actor: Actor, customer_id: str) -> bool:
-    """Staff see every customer of their tenant; a portal user only its own."""
-    if actor.kind == "staff":
-        return True
-    return actor.kind == "portal" and actor.customer_id == customer_id
-
-
-def unit_scope(actor: Actor) -> tuple[str, ...] | None:
-    """The units a caller may see within a visible customer; None means all of them."""
-    return None if actor.kind == "staff" else actor.unit_ids
+# Who sees which directory rows is kit.access.Scope's rule; these say where the rule
+# finds its fields. A customer row is its own customer, a unit row its own unit; neither
+# has a visibility switch, an author or a work order (so a token holder sees none).
+# Staff see every customer and unit of their tenant; a portal user its own customer
+# (``Scope.whole_customer``: also when its account is limited to some units) and, if
+# limited, only those units.
+CUSTOMER_FIELDS = access.Fields(
+    customer_id="id", unit_id=None, visible_to_customer=None, created_by=None, work_order_id=None
+)
+UNIT_FIELDS = access.Fields(
+    unit_id="id", visible_to_customer=None, created_by=None, work_order_id=None
+)
 
 
 def check_version(current: int, expected: int | None) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kit.access import Scope
 from kit.context import PORTAL_PERMISSIONS, STAFF_ROLES, Actor
 from kit.errors import Forbidden, ValidationFailed, VersionConflict, status_for
 from services.gateway import domain as d
@@ -258,16 +261,47 @@ def test_preview_is_read_only() -> None:
         d.require_writable(portal(read_only=True))
 
 
+def directory_row(**kw: str) -> SimpleNamespace:
+    return SimpleNamespace(tenant_id=TENANT, **kw)
+
+
+def sees_customer(actor: Actor, customer_id: str) -> bool:
+    """How the directory checks a customer: the caller's whole-customer scope."""
+    scope = Scope.of(actor).whole_customer()
+    return scope.matches(directory_row(id=customer_id), d.CUSTOMER_FIELDS)
+
+
+def units_seen(actor: Actor, customer_id: str = CUSTOMER) -> set[str]:
+    """Which of a customer's units A and B the directory lists to the caller."""
+    scope = Scope.of(actor)
+    return {
+        unit
+        for unit in (UNIT_A, UNIT_B)
+        if scope.matches(directory_row(id=unit, customer_id=customer_id), d.UNIT_FIELDS)
+    }
+
+
 def test_customer_and_unit_scope() -> None:
-    assert d.may_see_customer(staff("technician"), OTHER_CUSTOMER)
-    assert d.may_see_customer(portal(), CUSTOMER)
-    assert not d.may_see_customer(portal(), OTHER_CUSTOMER)
+    assert sees_customer(staff("technician"), OTHER_CUSTOMER)
+    assert sees_customer(portal(), CUSTOMER)
+    assert not sees_customer(portal(), OTHER_CUSTOMER)
+    # a unit-restricted account still sees its own customer, even limited to no units
+    assert sees_customer(portal((UNIT_A,)), CUSTOMER) and sees_customer(portal(()), CUSTOMER)
+    assert not sees_customer(portal((UNIT_A,)), OTHER_CUSTOMER)
     token = Actor(kind="token", id=USER, tenant_id=TENANT, customer_id=CUSTOMER)
-    assert not d.may_see_customer(token, CUSTOMER)
-    assert d.unit_scope(staff("admin")) is None
-    assert d.unit_scope(portal()) is None
-    assert d.unit_scope(portal((UNIT_A,))) == (UNIT_A,)
-    assert d.unit_scope(portal(())) == ()
+    assert not sees_customer(token, CUSTOMER)
+    holder = replace(token, work_order_id=str(uuid.UUID(int=21)))
+    assert not sees_customer(holder, CUSTOMER) and units_seen(holder) == set()
+    customerless = Actor(kind="portal", id=USER, tenant_id=TENANT)
+    assert not sees_customer(customerless, CUSTOMER) and units_seen(customerless) == set()
+    assert units_seen(staff("admin")) == {UNIT_A, UNIT_B}
+    assert units_seen(staff("admin"), OTHER_CUSTOMER) == {UNIT_A, UNIT_B}
+    assert units_seen(portal()) == {UNIT_A, UNIT_B}
+    assert units_seen(portal(), OTHER_CUSTOMER) == set()
+    assert units_seen(portal((UNIT_A,))) == {UNIT_A}
+    assert units_seen(portal(())) == set()
+    other_tenant = replace(staff("admin"), tenant_id=str(uuid.UUID(int=99)))
+    assert not sees_customer(other_tenant, CUSTOMER) and units_seen(other_tenant) == set()
 
 
 def test_check_version() -> None:
