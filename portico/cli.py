@@ -10,6 +10,7 @@ portico directory republish [--tenant SLUG]  re-send directory facts to services
 portico check              are PostgreSQL and RabbitMQ reachable?
 portico keygen             print a new Ed25519 signing key (PEM) for JWT_PRIVATE_KEYS
 portico asyncapi           print the event catalogue (AsyncAPI 3.0, JSON)
+portico new-service NAME   generate a service skeleton, registered and deployable
 """
 
 from __future__ import annotations
@@ -171,6 +172,24 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_service(args: argparse.Namespace) -> int:
+    from portico.newservice import NewServiceError, create
+
+    try:
+        written = create(args.name)
+    except NewServiceError as exc:
+        print(f"portico: new-service: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    print(
+        f"Service {args.name!r} generated. Now write its rules (domain.py), tables (models.py "
+        "and a migration), contracts and its routes in the gateway (README, Adding a service).",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from portico.up import up
 
@@ -229,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     integ_sub.add_parser("list", help="every integration account").set_defaults(fn=cmd_integration)
     sub.add_parser("keygen", help="new Ed25519 key (PEM)").set_defaults(fn=cmd_keygen)
     sub.add_parser("asyncapi", help="print the event catalogue").set_defaults(fn=cmd_asyncapi)
+    new = sub.add_parser("new-service", help="generate a service skeleton (README)")
+    new.add_argument("name", help="lowercase identifier, e.g. parts")
+    new.set_defaults(fn=cmd_new_service)
     args = parser.parse_args(argv)
     sys.exit(args.fn(args))
 
