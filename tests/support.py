@@ -16,13 +16,20 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
 
 from kit import registry
+
+if TYPE_CHECKING:  # the database helpers import these when they are used
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import Engine
+
+    from kit.db import DatabaseCore
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -449,6 +456,61 @@ def scratch_database(*services: str) -> Iterator[tuple[str, dict[str, str]]]:
         yield admin, urls
     finally:
         drop_database(admin, name)
+
+
+@contextlib.contextmanager
+def database_core(url: str, metadata: MetaData, *, pool_size: int = 2) -> Iterator[DatabaseCore]:
+    """A :class:`kit.db.DatabaseCore` over ``url`` (a service role's, so row-level
+    security applies), disposed afterwards."""
+    from kit.db import DatabaseCore
+
+    core = DatabaseCore(url, metadata, pool_size=pool_size)
+    try:
+        yield core
+    finally:
+        core.dispose()
+
+
+@contextlib.contextmanager
+def owner_engine(admin_url: str, *, autocommit: bool = False) -> Iterator[Engine]:
+    """An engine for the database's owner (the superuser: past row-level security, as a
+    migration sees it), disposed afterwards."""
+    from sqlalchemy import create_engine
+
+    from kit.db import sa_url
+
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    engine = create_engine(sa_url(admin_url), **options)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class ScratchService:
+    """One service's scratch database: the owner's URL and engine, the service role's
+    URL and a DatabaseCore over it."""
+
+    admin: str
+    url: str
+    core: DatabaseCore
+    owner: Engine
+
+
+@contextlib.contextmanager
+def scratch_service(
+    service: str, metadata: MetaData, *, pool_size: int = 2, autocommit: bool = False
+) -> Iterator[ScratchService]:
+    """:func:`scratch_database` for one service with what its tests use of it: a core as
+    the service (``pool_size``) and an owner engine (``autocommit``), all disposed and
+    the database dropped afterwards."""
+    with (
+        scratch_database(service) as (admin, urls),
+        database_core(urls[service], metadata, pool_size=pool_size) as core,
+        owner_engine(admin, autocommit=autocommit) as owner,
+    ):
+        yield ScratchService(admin, urls[service], core, owner)
 
 
 # --- logins made the way people get them: an invitation by email (accounts) -------------

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, select
 from sqlalchemy.engine import Engine
 
 from kit.access import (
@@ -28,9 +28,8 @@ from kit.access import (
 )
 from kit.access_sql import columns_of, scope_filter
 from kit.context import Actor
-from kit.db import sa_url
 from kit.errors import Forbidden
-from tests.support import scratch_database
+from tests.support import owner_engine, scratch_database
 
 TENANT, OTHER_TENANT = "t-1", "t-2"
 CUSTOMER, OTHER_CUSTOMER = "c-1", "c-2"
@@ -259,17 +258,13 @@ WORLD: dict[str, list[dict[str, Any]]] = {
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
-    with scratch_database() as (admin, _urls):
-        eng = create_engine(sa_url(admin))
-        try:
-            metadata.create_all(eng)
-            with eng.begin() as conn:
-                for name, rows in WORLD.items():
-                    table = RESOURCES[name][0]
-                    conn.execute(table.insert(), [{"id": n, **r} for n, r in enumerate(rows)])
-            yield eng
-        finally:
-            eng.dispose()
+    with scratch_database() as (admin, _urls), owner_engine(admin) as eng:
+        metadata.create_all(eng)
+        with eng.begin() as conn:
+            for name, rows in WORLD.items():
+                table = RESOURCES[name][0]
+                conn.execute(table.insert(), [{"id": n, **r} for n, r in enumerate(rows)])
+        yield eng
 
 
 actors = st.builds(

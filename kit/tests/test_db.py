@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -13,19 +14,15 @@ from sqlalchemy.exc import ProgrammingError
 from kit.context import Actor
 from kit.db import DatabaseCore, TenantScopeError
 from services.quotes.models import QuoteRequest, metadata, outbox
-from tests.support import scratch_database
+from tests.support import owner_engine, scratch_database, scratch_service
 
 A, B = str(uuid.uuid4()), str(uuid.uuid4())
 
 
 @pytest.fixture(scope="module")
 def core() -> Iterator[DatabaseCore]:
-    with scratch_database("quotes") as (_admin, urls):
-        db = DatabaseCore(urls["quotes"], metadata, pool_size=2)
-        try:
-            yield db
-        finally:
-            db.dispose()
+    with scratch_service("quotes", metadata) as scratch:
+        yield scratch.core
 
 
 def _quote(**kw: object) -> QuoteRequest:
@@ -180,21 +177,24 @@ def test_emit_validates_the_payload_against_its_contract(core: DatabaseCore) -> 
         uow.emit("quote_request.created", {"number": "Q-1"})
 
 
-def test_every_table_with_a_tenant_is_under_forced_row_level_security() -> None:
-    with scratch_database("gateway", "quotes", "notify") as (admin, _urls):
-        from kit.db import sa_url
+def _as_owner_after_every_migration(sql: str) -> list[Any]:
+    """The rows of ``sql``, read as the owner of a scratch database with every service's
+    migrations applied."""
+    with (
+        scratch_database("gateway", "quotes", "notify") as (admin, _urls),
+        owner_engine(admin) as engine,
+        engine.connect() as conn,
+    ):
+        return list(conn.execute(text(sql)).all())
 
-        engine = create_engine(sa_url(admin))
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "select n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity"
-                    " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-                    " join pg_attribute a on a.attrelid = c.oid and a.attname = 'tenant_id'"
-                    " where c.relkind = 'r' and n.nspname in ('gateway', 'quotes', 'notify')"
-                )
-            ).all()
-        engine.dispose()
+
+def test_every_table_with_a_tenant_is_under_forced_row_level_security() -> None:
+    rows = _as_owner_after_every_migration(
+        "select n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity"
+        " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " join pg_attribute a on a.attrelid = c.oid and a.attname = 'tenant_id'"
+        " where c.relkind = 'r' and n.nspname in ('gateway', 'quotes', 'notify')"
+    )
     assert len(rows) >= 15
     unprotected = [name for name, enabled, forced in rows if not (enabled and forced)]
     assert not unprotected, unprotected
@@ -203,19 +203,11 @@ def test_every_table_with_a_tenant_is_under_forced_row_level_security() -> None:
 def test_only_worker_roles_cross_tenants_after_every_migration() -> None:
     """No policy left in any schema honours the old ``portico.system`` setting; the
     outbox of every service (and notify's deliveries) has a policy for its worker role."""
-    with scratch_database("gateway", "quotes", "notify") as (admin, _urls):
-        from kit.db import sa_url
-
-        engine = create_engine(sa_url(admin))
-        with engine.connect() as conn:
-            policies = conn.execute(
-                text(
-                    "select schemaname || '.' || tablename, policyname, roles::text,"
-                    " coalesce(qual, '') || coalesce(with_check, '') from pg_policies"
-                    " where schemaname in ('gateway', 'quotes', 'notify')"
-                )
-            ).all()
-        engine.dispose()
+    policies = _as_owner_after_every_migration(
+        "select schemaname || '.' || tablename, policyname, roles::text,"
+        " coalesce(qual, '') || coalesce(with_check, '') from pg_policies"
+        " where schemaname in ('gateway', 'quotes', 'notify')"
+    )
     assert not [p for p in policies if "portico.system" in p[3]]
     workers = {(table, roles) for table, name, roles, _ in policies if name == "worker_access"}
     assert workers == {

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 from marshmallow import ValidationError
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 
 from contracts.events import make_envelope, validate_data
-from kit.db import DatabaseCore, UnitOfWork, sa_url
+from kit.db import DatabaseCore, UnitOfWork
 from kit.facts import occurred_at, upsert_newer
 from kit.handlers import Handlers, UnsupportedEventVersion, topic_matches
 from services.quotes.models import KnownCustomer, metadata
-from tests.support import scratch_database
+from tests.support import scratch_service
 
 
 @pytest.mark.parametrize(
@@ -88,14 +88,9 @@ def test_a_handler_asks_for_dependencies_by_keyword() -> None:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[tuple[DatabaseCore, Any]]:
-    with scratch_database("quotes") as (admin, urls):
-        db = DatabaseCore(urls["quotes"], metadata, pool_size=2)
-        owner = create_engine(sa_url(admin))  # superuser: reads past row-level security
-        try:
-            yield db, owner
-        finally:
-            owner.dispose()
-            db.dispose()
+    # the owner (superuser) engine reads past row-level security
+    with scratch_service("quotes", metadata) as scratch:
+        yield scratch.core, scratch.owner
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ import pytest
 from sqlalchemy import select, text, update
 from werkzeug.wrappers import Response
 
-from kit.db import DatabaseCore
 from services.gateway.idempotency import Scope, Store, Stored, replay
 from services.gateway.models import IdempotencyKey, metadata
-from tests.support import scratch_database
+from tests.support import database_core, scratch_database
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +26,8 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 def store(database: str) -> Iterator[Store]:
-    core = DatabaseCore(database, metadata, pool_size=12)
-    try:
+    with database_core(database, metadata, pool_size=12) as core:
         yield Store(core, ttl=timedelta(hours=24), lease=timedelta(seconds=30))
-    finally:
-        core.engine.dispose()
 
 
 def scope(tenant: str | None = None, caller: str = "staff:1") -> Scope:

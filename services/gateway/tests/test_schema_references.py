@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from kit.db import sa_url
-from tests.support import scratch_database
+from tests.support import owner_engine, scratch_database
 
 FK_VIOLATION = "23503"
 A, B = str(uuid.uuid4()), str(uuid.uuid4())
@@ -25,13 +24,12 @@ A, B = str(uuid.uuid4()), str(uuid.uuid4())
 
 @pytest.fixture(scope="module")
 def owner() -> Iterator[Connection]:
-    with scratch_database("gateway") as (admin, _urls):
-        engine = create_engine(sa_url(admin))
-        try:
-            with engine.connect() as conn:
-                yield conn
-        finally:
-            engine.dispose()
+    with (
+        scratch_database("gateway") as (admin, _urls),
+        owner_engine(admin) as engine,
+        engine.connect() as conn,
+    ):
+        yield conn
 
 
 def _customer(conn: Connection, tenant: str) -> str:

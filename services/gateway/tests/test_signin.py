@@ -22,7 +22,7 @@ from services.gateway import tokens
 from services.gateway.auth import AuthCore
 from services.gateway.models import StaffUser, Tenant, metadata
 from services.gateway.web import ApiError
-from tests.support import scratch_database
+from tests.support import database_core, scratch_database
 
 PASSWORD = "Tangerine vault 47 orbits"
 
@@ -35,11 +35,8 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 def db(database: str) -> Iterator[DatabaseCore]:
-    core = DatabaseCore(database, metadata, pool_size=20)
-    try:
+    with database_core(database, metadata, pool_size=20) as core:
         yield core
-    finally:
-        core.engine.dispose()
 
 
 def auth_core(tmp_path: Path, **env: str) -> AuthCore:

@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 from marshmallow import Schema, ValidationError
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from contracts.notify import attachments_field
 from kit.blobs import BlobStore
-from kit.db import DatabaseCore, sa_url
 from kit.pdf import Document, render
 from portico.devmail import DevMailServer
 from services.notify import attachments as rules
@@ -40,7 +39,7 @@ from services.notify.channels import (
 from services.notify.models import Contact, Customer, Tenant, metadata
 from services.notify.sending import Senders, deliver
 from services.notify.service import _store_plan
-from tests.support import scratch_database
+from tests.support import scratch_service
 
 FROM = "Portico <no-reply@portico.test>"
 PDF = render(Document(title="Estimate E-1001", paragraphs=["Brake pads: 120.00 €"]))
@@ -169,22 +168,18 @@ def test_attachments_over_the_message_limit_are_refused_before_sending():
 
 @pytest.fixture(scope="module")
 def database():
-    with scratch_database("notify") as (admin, urls):
-        yield admin, urls["notify"]
+    with scratch_service("notify", metadata, autocommit=True) as scratch:
+        yield scratch
 
 
 @pytest.fixture(scope="module")
 def core(database):
-    core = DatabaseCore(database[1], metadata, pool_size=2)
-    yield core
-    core.dispose()
+    return database.core
 
 
 @pytest.fixture(scope="module")
 def admin(database):
-    engine = create_engine(sa_url(database[0]), isolation_level="AUTOCOMMIT")
-    yield engine
-    engine.dispose()
+    return database.owner
 
 
 @pytest.fixture
