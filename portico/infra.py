@@ -134,7 +134,7 @@ def migration_plan(
             settings.raw.get(f"{s.env_prefix}_DB_PASSWORD"),
             settings.raw.get(f"{s.env_prefix}_WORKER_DB_PASSWORD"),
         )
-        for s in (registry.load() if services is None else services)
+        for s in (registry.registered() if services is None else services)
     ]
 
 

@@ -141,7 +141,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             cluster.start(name)
         for name in SERVICES:
             cluster.ready(name)
-        seed_demo(kit.config.load(base_env), env.base)
+        seed_demo(kit.config.read_settings(base_env), env.base)
         assert proxy.accepted > 0, "the services must reach RabbitMQ through the proxy"
         yield cluster
     finally:
@@ -626,7 +626,7 @@ def test_postgresql_restarted_during_reads_and_writes(
     cluster, pg = pg_cluster
     slug = f"pgr-{uuid.uuid4().hex[:8]}"
     password = "Restart-proof-Passphrase-2931!"
-    create_tenant(kit.config.load(cluster.service_env), slug, "Restart Test", f"admin@{slug}.test",
+    create_tenant(kit.config.read_settings(cluster.service_env), slug, "Restart Test", f"admin@{slug}.test",
                   password)  # fmt: skip
     admin = Client(cluster.base).login(slug, f"admin@{slug}.test", password)
     r = admin.post("/customers", {"name": "Restart Customer"})
