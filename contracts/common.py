@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TypeVar
 
-from marshmallow import Schema
+from marshmallow import Schema, fields, validate
 
 S = TypeVar("S", bound=Schema)
 
@@ -25,3 +25,17 @@ def shared(schema_cls: type[S]) -> S:
     """The one instance of ``schema_cls``: building a Schema deep-copies its declared
     fields (~0.3 ms each time); instances hold no per-call state for load/dump."""
     return schema_cls()
+
+
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_MAX = 200
+
+
+class PageQuery(Schema):
+    """``?limit=&cursor=`` of every list; the cursor is the opaque ``next_cursor`` of
+    the previous page."""
+
+    limit = fields.Integer(
+        load_default=LIST_LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIST_LIMIT_MAX)
+    )
+    cursor = fields.String(validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from contracts.common import CURSOR_PATTERN
+from contracts.common import CURSOR_PATTERN, PageQuery
+from contracts.discussion import TRIMMED, attachment_schema, comment_schema
+from contracts.discussion import CommentRequest as CommentRequest
+from contracts.discussion import OldestFirstPage as OldestFirstPage
 
 STATUSES = ("pending", "in_process", "customer_approval_needed", "approved", "denied", "cancelled")
 # What PATCH may set; decisions go through /approve, /deny and /cancel.
 WORKING_STATUSES = ("pending", "in_process", "customer_approval_needed")
-LIST_LIMIT_DEFAULT = 50
-LIST_LIMIT_MAX = 200
 EXPORT_PAGE_MAX = 1000  # rows per export page between the gateway and the service
 Str = fields.String
 
@@ -26,22 +27,8 @@ class QuoteFilters(Schema):
     q = Str(validate=validate.Length(min=1, max=200))
 
 
-class PageQuery(Schema):
-    """``?limit=&cursor=`` of every list; the cursor is the opaque ``next_cursor`` of
-    the previous page."""
-
-    limit = fields.Integer(
-        load_default=LIST_LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIST_LIMIT_MAX)
-    )
-    cursor = Str(validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"))
-
-
 class QuoteListQuery(QuoteFilters, PageQuery):
     pass
-
-
-class OldestFirstPage(PageQuery):
-    """A page of a quote request's comments or attachments, oldest first."""
 
 
 class QuoteExportQuery(QuoteFilters):
@@ -56,7 +43,6 @@ class QuoteExportQuery(QuoteFilters):
 
 # Text the quotes service trims of surrounding whitespace (``strips``): where it is
 # required, it must hold something else (the OpenAPI document says so).
-TRIMMED = {"multiline": True, "strips": True}
 
 
 class CreateQuoteRequest(Schema):
@@ -124,10 +110,6 @@ class VersionOnly(Schema):
     version = fields.Integer(validate=validate.Range(min=1))
 
 
-class CommentRequest(Schema):
-    body = Str(required=True, validate=validate.Length(min=1, max=5000), metadata=TRIMMED)
-
-
 class QuoteRequestSchema(Schema):
     id = fields.UUID(required=True)
     number = Str(required=True, metadata={"description": "Human number, e.g. Q-000042"})
@@ -152,26 +134,9 @@ class QuoteRequestSchema(Schema):
     updated_at = fields.DateTime(required=True)
 
 
-class CommentSchema(Schema):
-    id = fields.UUID(required=True)
-    quote_request_id = fields.UUID(required=True)
-    author_kind = Str(required=True)
-    author_id = fields.UUID(required=True)
-    author_name = Str()
-    body = Str(required=True)
-    created_at = fields.DateTime(required=True)
-
-
-class AttachmentSchema(Schema):
-    id = fields.UUID(required=True)
-    quote_request_id = fields.UUID(required=True)
-    kind = Str(required=True, validate=validate.OneOf(["attachment", "quote_document"]))
-    filename = Str(required=True)
-    content_type = Str(required=True)
-    size = fields.Integer(required=True)
-    sha256 = Str(required=True)
-    uploaded_by_name = Str()
-    created_at = fields.DateTime(required=True)
+ATTACHMENT_KINDS = ("attachment", "quote_document")
+CommentSchema = comment_schema("quote_request_id")
+AttachmentSchema = attachment_schema("quote_request_id", ATTACHMENT_KINDS)
 
 
 class SummarySchema(Schema):

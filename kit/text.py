@@ -63,3 +63,41 @@ def _message(char: str, multiline: bool) -> str:
     if 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
         return "must not contain bidirectional control characters"
     return "must not contain control characters"
+
+
+def field_text(
+    errors: dict[str, list[str]],
+    field: str,
+    value: object,
+    max_len: int,
+    *,
+    required: bool,
+    single_line: bool = False,
+) -> str | None:
+    """A text field of a command as a domain stores it: stripped, or None when optional
+    and blank; problems go into ``errors`` under ``field`` (the domain raises them all at
+    once). What the text may contain is :func:`clean`'s rule (multi-line unless
+    ``single_line``; CRLF comes back as LF)."""
+    if value is None:
+        if required:
+            errors.setdefault(field, []).append("is required")
+        return None
+    if not isinstance(value, str):
+        errors.setdefault(field, []).append("must be a string")
+        return None
+    text = value.strip()
+    if not text:
+        if required:
+            errors.setdefault(field, []).append("must not be blank")
+        return None
+    problems: list[str] = []
+    if len(text) > max_len:
+        problems.append(f"must be at most {max_len} characters")
+    try:
+        text = clean(text, multiline=not single_line)
+    except TextError as err:
+        problems.append(str(err))
+    if problems:
+        errors.setdefault(field, []).extend(problems)
+        return None
+    return text

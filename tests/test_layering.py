@@ -30,6 +30,7 @@ BLOCKED = ("nameko", "sqlalchemy", "marshmallow", "kombu", "eventlet")
 PURE_KIT = (
     "kit.access",
     "kit.context",
+    "kit.discussion",
     "kit.errors",
     "kit.ids",
     "kit.money",

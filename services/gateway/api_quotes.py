@@ -9,46 +9,31 @@ the quotes service).
 
 from __future__ import annotations
 
-import os
-import unicodedata
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
 from typing import Any
-from urllib.parse import quote as percent_encode
 
 from marshmallow import Schema
 from sqlalchemy import select
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import wrap_file
+from werkzeug.wrappers import Response
 
 from contracts import quotes as c
 from kit.csvout import iter_csv, to_csv
 from kit.schemas import shared
-from kit.uploads import ALLOWED_TYPES, MAX_UPLOAD_BYTES, check_upload, sanitize_filename
+from services.gateway.discussion import STAFF_OR_PORTAL, discussion_routes
 from services.gateway.models import Customer
 from services.gateway.web import (
     ANY_CALLER,
     API_PREFIX,
     STAFF,
-    ApiError,
     Call,
     expected_version,
     json_response,
-    refuse_chunked,
+    json_safe,
     revive,
     route,
 )
 
 TAG = "quote requests"
-STAFF_OR_PORTAL = ("staff", "portal")
-ATTACHMENT_KINDS = ("attachment", "quote_document")
-MULTIPART_OVERHEAD = 64 * 1024
-MAX_UPLOAD_REQUEST_BYTES = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
-DOWNLOAD_CHUNK = 64 * 1024
-# A download is served as the type its bytes were accepted as (octet-stream if unknown).
-DOWNLOAD_TYPES = (*sorted(ALLOWED_TYPES), "application/octet-stream")
 
 CSV_COLUMNS = (
     "number", "status", "created_by_customer", "customer", "description", "assigned_to",
@@ -58,28 +43,6 @@ CSV_FILENAME = "quote-requests.csv"
 
 
 # --- pure helpers ---------------------------------------------------------------------
-
-
-def ascii_filename(name: str) -> str:
-    """A plain-ASCII stand-in for ``name`` for clients that ignore ``filename*``."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    out = []
-    for ch in decomposed:
-        if unicodedata.combining(ch):
-            continue
-        if " " <= ch <= "~" and ch not in '"\\%':
-            out.append(ch)
-        else:
-            out.append("_")
-    text = "".join(out).strip()
-    return text or "file"
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266/8187)."""
-    safe = sanitize_filename(filename)
-    encoded = percent_encode(safe.encode("utf-8"), safe="!#$&+-.^_`|~")
-    return f"attachment; filename=\"{ascii_filename(safe)}\"; filename*=UTF-8''{encoded}"
 
 
 def csv_row(item: Mapping[str, Any]) -> list[object]:
@@ -114,19 +77,6 @@ def follow_pages(
         if not cursor:
             return
         page = fetch(cursor)
-
-
-def json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
-    """What a schema loaded, ready for RPC: UUIDs and datetimes as text."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, uuid.UUID):
-            out[key] = str(value)
-        elif isinstance(value, datetime):
-            out[key] = value.isoformat()
-        else:
-            out[key] = value
-    return out
 
 
 def _page(
@@ -338,179 +288,14 @@ def cancel_quote_request(call: Call) -> Any:
     return quote_response(call, decided)
 
 
-# --- comments -------------------------------------------------------------------------
+# --- comments and files: the kit's discussion, declared ----------------------------
 
-
-@route(
-    "GET",
-    "/quote-requests/{id}/comments",
-    callers=ANY_CALLER,
-    summary="Comments on a quote request, oldest first",
+discussion = discussion_routes(
+    "/quote-requests/{id}",
+    rpc="quotes",
+    label="quote request",
     tag=TAG,
-    query=c.OldestFirstPage,
-    response=c.CommentSchema,
-    many=True,
+    comment_schema=c.CommentSchema,
+    attachment_schema=c.AttachmentSchema,
+    kinds=c.ATTACHMENT_KINDS,
 )
-def list_comments(call: Call) -> Any:
-    page = call.gw.quotes.list_comments(call.path["id"], json_safe(call.query))
-    return _page(c.CommentSchema, page["items"], page.get("next_cursor"))
-
-
-@route(
-    "POST",
-    "/quote-requests/{id}/comments",
-    callers=STAFF_OR_PORTAL,
-    summary="Comment on a quote request",
-    tag=TAG,
-    body=c.CommentRequest,
-    response=c.CommentSchema,
-    status=201,
-    errors=(403,),
-    idempotency="optional",
-)
-def add_comment(call: Call) -> Any:
-    added = call.gw.quotes.add_comment(call.path["id"], json_safe(call.body))
-    return revive(c.CommentSchema, added)
-
-
-@route(
-    "DELETE",
-    "/quote-requests/{id}/comments/{cid}",
-    callers=STAFF,
-    summary="Delete a comment (manager)",
-    tag=TAG,
-    status=204,
-    errors=(403,),
-)
-def delete_comment(call: Call) -> Any:
-    call.gw.quotes.delete_comment(call.path["id"], call.path["cid"])
-    return None
-
-
-# --- attachments ----------------------------------------------------------------------
-
-
-def upload_form(request: Request) -> tuple[Any, Any]:
-    """(files, form) of a multipart upload, size-capped before a byte of the body is
-    read. Parsed once per request (werkzeug keeps them): the idempotency fingerprint
-    reads the same parts the handler does."""
-    refuse_chunked(request)
-    length = request.content_length
-    if length is not None and length > MAX_UPLOAD_REQUEST_BYTES:
-        raise ApiError(
-            "payload_too_large", f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
-        )
-    if request.mimetype != "multipart/form-data":
-        raise ApiError("unsupported_media_type", "Send the file as multipart/form-data.")
-    request.max_content_length = MAX_UPLOAD_REQUEST_BYTES
-    try:
-        files = request.files
-        form = request.form
-    except RequestEntityTooLarge as exc:
-        raise ApiError(
-            "payload_too_large", f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
-        ) from exc
-    except ClientDisconnected as exc:
-        raise ApiError("malformed_request", "The upload ended early.") from exc
-    return files, form
-
-
-def _read_upload(call: Call) -> tuple[bytes, str | None, str, str]:
-    """(bytes, declared type, file name, kind) of a multipart upload."""
-    files, form = upload_form(call.request)
-    uploads = files.getlist("file")
-    errors: dict[str, list[str]] = {}
-    if not uploads:
-        errors["file"] = ["a file is required (a multipart part named file, with a filename)"]
-    elif len(uploads) > 1:
-        errors["file"] = ["send one file per request"]
-    kinds = form.getlist("kind")
-    kind = kinds[0] if kinds else "attachment"
-    if len(kinds) > 1 or kind not in ATTACHMENT_KINDS:
-        errors["kind"] = [f"must be one of {', '.join(ATTACHMENT_KINDS)}"]
-    # As in JSON bodies, a part the upload does not have is refused, not ignored.
-    for name in sorted((set(files) | set(form)) - {"file", "kind"}):
-        errors[name] = ["Unknown field."]
-    if errors:
-        raise ApiError("validation_failed", "The upload is not valid.", errors)
-    storage = uploads[0]
-    try:
-        data = storage.stream.read(MAX_UPLOAD_BYTES + 1)
-    finally:
-        storage.close()
-    return data, storage.content_type, storage.filename or "", kind
-
-
-@route(
-    "POST",
-    "/quote-requests/{id}/attachments",
-    callers=STAFF_OR_PORTAL,
-    summary="Attach a file (kind attachment or quote_document)",
-    tag=TAG,
-    multipart=True,
-    response=c.AttachmentSchema,
-    status=201,
-    errors=(403, 413, 415),
-    idempotency="optional",
-)
-def add_attachment(call: Call) -> Any:
-    quote_id = call.path["id"]
-    data, declared_type, raw_name, kind = _read_upload(call)
-    # Refused callers (scope, role, read-only preview) leave no bytes behind.
-    kind = call.gw.quotes.authorize_upload(quote_id, kind)
-    filename = sanitize_filename(raw_name)
-    content_type = check_upload(data, declared_type, filename)
-    sha256 = call.gw.blobs.put(data)
-    added = call.gw.quotes.add_attachment(
-        quote_id,
-        {
-            "kind": kind,
-            "filename": filename,
-            "content_type": content_type,
-            "size": len(data),
-            "sha256": sha256,
-        },
-    )
-    return revive(c.AttachmentSchema, added)
-
-
-@route(
-    "GET",
-    "/quote-requests/{id}/attachments",
-    callers=ANY_CALLER,
-    summary="Files attached to a quote request, oldest first",
-    tag=TAG,
-    query=c.OldestFirstPage,
-    response=c.AttachmentSchema,
-    many=True,
-)
-def list_attachments(call: Call) -> Any:
-    page = call.gw.quotes.list_attachments(call.path["id"], json_safe(call.query))
-    return _page(c.AttachmentSchema, page["items"], page.get("next_cursor"))
-
-
-@route(
-    "GET",
-    "/quote-requests/{id}/attachments/{aid}",
-    callers=ANY_CALLER,
-    summary="Download an attached file",
-    tag=TAG,
-    content=DOWNLOAD_TYPES,
-)
-def download_attachment(call: Call) -> Any:
-    meta = call.gw.quotes.get_attachment(call.path["id"], call.path["aid"])
-    fh = call.gw.blobs.open(meta["sha256"])
-    try:
-        size = os.fstat(fh.fileno()).st_size
-        body = wrap_file(call.request.environ, fh, DOWNLOAD_CHUNK)
-    except BaseException:
-        fh.close()
-        raise
-    response = Response(body, status=200, direct_passthrough=True)
-    response.headers["Content-Type"] = meta.get("content_type") or "application/octet-stream"
-    response.headers["Content-Length"] = str(size)
-    response.headers["Content-Disposition"] = content_disposition(meta.get("filename") or "")
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = "sandbox"
-    response.headers["Cache-Control"] = "private, no-store"
-    return response

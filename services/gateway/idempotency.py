@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert
 from werkzeug.wrappers import Request, Response
 
 from kit.db import DatabaseCore, utcnow
-from services.gateway.api_quotes import upload_form
+from services.gateway.discussion import upload_form
 from services.gateway.domain import client_address
 from services.gateway.models import IdempotencyKey
 from services.gateway.web import ApiError, Call, Route, error_response

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -349,4 +350,17 @@ def revive(schema_cls: type[Schema], item: Any) -> Any:
         value = out.get(name)
         if isinstance(declared, fields.DateTime) and isinstance(value, str):
             out[name] = datetime.fromisoformat(value)
+    return out
+
+
+def json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a schema loaded, ready for RPC: UUIDs and datetimes as text."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, uuid.UUID):
+            out[key] = str(value)
+        elif isinstance(value, datetime):
+            out[key] = value.isoformat()
+        else:
+            out[key] = value
     return out

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from kit import access
 from kit.access import ActorLike
+from kit.discussion import Discussion
 from kit.errors import (
     DomainError,
     Forbidden,
@@ -32,8 +33,7 @@ from kit.errors import (
     VersionConflict,
 )
 from kit.statemachine import Clause, Entry, Machine, Refusal, Who
-from kit.text import TextError
-from kit.text import clean as clean_text
+from kit.text import field_text
 
 # --- states -------------------------------------------------------------------------
 
@@ -71,9 +71,23 @@ EVENT_APPROVAL_REQUESTED = "quote_request.approval_requested"
 EVENT_APPROVED = "quote_request.approved"
 EVENT_DENIED = "quote_request.denied"
 EVENT_CANCELLED = "quote_request.cancelled"
-EVENT_COMMENT_ADDED = "quote_request.comment_added"
-EVENT_COMMENT_DELETED = "quote_request.comment_deleted"
-EVENT_ATTACHMENT_ADDED = "quote_request.attachment_added"
+
+ATTACHMENT = "attachment"
+QUOTE_DOCUMENT = "quote_document"
+ATTACHMENT_KINDS: tuple[str, ...] = (ATTACHMENT, QUOTE_DOCUMENT)
+
+# Comments and files: the kit's rules (every staff role and portal users who see the
+# request take part; only shop staff attach the quote document; managers delete).
+DISCUSSION = Discussion(
+    record="quote_request",
+    record_key="quote_request_id",
+    label="quote request",
+    kinds=ATTACHMENT_KINDS,
+    staff_only_kinds=frozenset({QUOTE_DOCUMENT}),
+)
+EVENT_COMMENT_ADDED = DISCUSSION.comment_added
+EVENT_COMMENT_DELETED = DISCUSSION.comment_deleted
+EVENT_ATTACHMENT_ADDED = DISCUSSION.attachment_added
 
 EVENTS: tuple[str, ...] = (
     EVENT_CREATED,
@@ -99,19 +113,14 @@ ALL_STAFF_ROLES: frozenset[str] = frozenset({"admin", "manager", "advisor", "tec
 CREATE_ROLES = ALL_STAFF_ROLES
 # Work the request: PATCH, move to in_process / customer_approval_needed, cancel.
 QUOTE_STAFF_ROLES: frozenset[str] = frozenset({"admin", "manager", "advisor"})
-# Approve or deny on behalf of the customer; delete comments.
+# Approve or deny on behalf of the customer.
 MANAGER_ROLES: frozenset[str] = frozenset({"admin", "manager"})
-
-ATTACHMENT = "attachment"
-QUOTE_DOCUMENT = "quote_document"
-ATTACHMENT_KINDS: tuple[str, ...] = (ATTACHMENT, QUOTE_DOCUMENT)
 
 PATCHABLE_FIELDS: frozenset[str] = frozenset(
     {"description", "assigned_to", "status", "visible_to_customer"}
 )
 
 MAX_DESCRIPTION = 5000
-MAX_COMMENT = 5000
 MAX_REASON = 2000
 MAX_PO_NUMBER = 64
 
@@ -375,7 +384,7 @@ def prepare_create(
     else:
         raise Forbidden("only staff and portal users may request quotes")
 
-    text = _text(errors, "description", description, MAX_DESCRIPTION, required=True)
+    text = field_text(errors, "description", description, MAX_DESCRIPTION, required=True)
     unit = _uuid(errors, "unit_id", unit_id, required=False)
     if unit is not None:
         allowed_units = actor.unit_ids if actor.kind == "portal" else None
@@ -447,7 +456,7 @@ def approve(actor: ActorLike, quote: QuoteLike, po_number: object = None) -> Dec
     """Approve a quote awaiting the customer, with an optional PO number."""
     decision = authorize_transition(actor, quote, APPROVED)
     errors: dict[str, list[str]] = {}
-    po = _text(errors, "po_number", po_number, MAX_PO_NUMBER, required=False, single_line=True)
+    po = field_text(errors, "po_number", po_number, MAX_PO_NUMBER, required=False, single_line=True)
     if errors:
         raise ValidationFailed(detail="the approval is not valid", errors=errors)
     return replace(decision, po_number=po)
@@ -457,7 +466,7 @@ def deny(actor: ActorLike, quote: QuoteLike, reason: object = None) -> Decision:
     """Deny a quote awaiting the customer, with an optional reason."""
     decision = authorize_transition(actor, quote, DENIED)
     errors: dict[str, list[str]] = {}
-    text = _text(errors, "reason", reason, MAX_REASON, required=False)
+    text = field_text(errors, "reason", reason, MAX_REASON, required=False)
     if errors:
         raise ValidationFailed(detail="the denial is not valid", errors=errors)
     return replace(decision, reason=text)
@@ -506,7 +515,9 @@ def plan_patch(
     out: dict[str, object] = {}
     events: list[str] = []
     if "description" in changes:
-        text = _text(errors, "description", changes["description"], MAX_DESCRIPTION, True)
+        text = field_text(
+            errors, "description", changes["description"], MAX_DESCRIPTION, required=True
+        )
         if text is not None and text != quote.description:
             out["description"] = text
     if "visible_to_customer" in changes:
@@ -542,48 +553,6 @@ def plan_patch(
     return PatchPlan(changes=MappingProxyType(out), events=tuple(events), decision=decision)
 
 
-# --- comments and attachments -------------------------------------------------------
-
-
-def validate_comment(actor: ActorLike, quote: QuoteLike, body: object) -> str:
-    """Staff of any role and portal users who see the quote may comment."""
-    ensure_visible(actor, quote)
-    _ensure_writer(actor)
-    if not (_has_role(actor, ALL_STAFF_ROLES) or actor.kind == "portal"):
-        raise Forbidden("this caller may not comment on quote requests")
-    errors: dict[str, list[str]] = {}
-    text = _text(errors, "body", body, MAX_COMMENT, required=True)
-    if errors or text is None:
-        raise ValidationFailed(detail="the comment is not valid", errors=errors)
-    return text
-
-
-def authorize_comment_delete(actor: ActorLike, quote: QuoteLike) -> None:
-    """Only managers and admins delete comments."""
-    ensure_visible(actor, quote)
-    _ensure_writer(actor)
-    if not _has_role(actor, MANAGER_ROLES):
-        raise Forbidden("only a manager or admin may delete comments")
-
-
-def authorize_attachment(actor: ActorLike, quote: QuoteLike, kind: object) -> str:
-    """Staff upload either kind; portal users who see the quote upload ``attachment``."""
-    ensure_visible(actor, quote)
-    _ensure_writer(actor)
-    if not isinstance(kind, str) or kind not in ATTACHMENT_KINDS:
-        raise ValidationFailed(
-            detail="unknown attachment kind",
-            errors={"kind": [f"must be one of {', '.join(ATTACHMENT_KINDS)}"]},
-        )
-    if _has_role(actor, ALL_STAFF_ROLES):
-        return kind
-    if actor.kind == "portal":
-        if kind != ATTACHMENT:
-            raise Forbidden("only shop staff may attach a quote document")
-        return kind
-    raise Forbidden("this caller may not upload files to quote requests")
-
-
 # --- helpers ------------------------------------------------------------------------
 
 
@@ -598,42 +567,6 @@ def _has_role(actor: ActorLike, roles: frozenset[str]) -> bool:
 def _ensure_writer(actor: ActorLike) -> None:
     if actor.read_only:
         raise Forbidden("this session is read-only")
-
-
-def _text(
-    errors: dict[str, list[str]],
-    field: str,
-    value: object,
-    max_len: int,
-    required: bool,
-    single_line: bool = False,
-) -> str | None:
-    """Stripped text, or None when optional and blank; problems go into ``errors``.
-    What the text may contain is :mod:`kit.text`'s rule (multi-line unless
-    ``single_line``; CRLF comes back as LF)."""
-    if value is None:
-        if required:
-            errors.setdefault(field, []).append("is required")
-        return None
-    if not isinstance(value, str):
-        errors.setdefault(field, []).append("must be a string")
-        return None
-    text = value.strip()
-    if not text:
-        if required:
-            errors.setdefault(field, []).append("must not be blank")
-        return None
-    problems: list[str] = []
-    if len(text) > max_len:
-        problems.append(f"must be at most {max_len} characters")
-    try:
-        text = clean_text(text, multiline=not single_line)
-    except TextError as err:
-        problems.append(str(err))
-    if problems:
-        errors.setdefault(field, []).extend(problems)
-        return None
-    return text
 
 
 def _uuid(errors: dict[str, list[str]], field: str, value: object, required: bool) -> str | None:

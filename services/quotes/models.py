@@ -19,7 +19,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -30,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from kit.db import TenantScoped, infra_tables, make_metadata, new_id, utcnow
+from kit.discussion_store import discussion_models as discussion_models_of
+from services.quotes.domain import DISCUSSION
 
 metadata = make_metadata("quotes")
 outbox, processed_events = infra_tables(metadata)
@@ -38,14 +39,6 @@ UUID = Uuid(as_uuid=False)
 
 class Base(DeclarativeBase):
     metadata = metadata
-
-
-def _of_quote_request() -> ForeignKeyConstraint:
-    """``(tenant_id, quote_request_id) -> quote_requests (tenant_id, id)``."""
-    return ForeignKeyConstraint(
-        ["tenant_id", "quote_request_id"],
-        ["quote_requests.tenant_id", "quote_requests.id"],
-    )
 
 
 class QuoteCounter(TenantScoped, Base):
@@ -89,34 +82,11 @@ class QuoteRequest(TenantScoped, Base):
     )
 
 
-class Comment(TenantScoped, Base):
-    __tablename__ = "comments"
-    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    quote_request_id: Mapped[str] = mapped_column(UUID, index=True)
-    author_kind: Mapped[str] = mapped_column(String(16))
-    author_id: Mapped[str] = mapped_column(UUID)
-    author_name: Mapped[str] = mapped_column(String(200), default="")
-    body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    deleted_by: Mapped[str | None] = mapped_column(UUID, nullable=True)
-    __table_args__ = (_of_quote_request(),)
-
-
-class Attachment(TenantScoped, Base):
-    __tablename__ = "attachments"
-    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    quote_request_id: Mapped[str] = mapped_column(UUID, index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    filename: Mapped[str] = mapped_column(String(255))
-    content_type: Mapped[str] = mapped_column(String(100))
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    uploaded_by: Mapped[str] = mapped_column(UUID)
-    uploaded_by_kind: Mapped[str] = mapped_column(String(16))
-    uploaded_by_name: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    __table_args__ = (_of_quote_request(),)
+# Comments and files of a request: the kit's discussion tables (``comments``,
+# ``attachments``), each row bound to its request by (tenant_id, quote_request_id).
+discussion_models = discussion_models_of(Base, DISCUSSION, "quote_requests")
+Comment = discussion_models.comment
+Attachment = discussion_models.attachment
 
 
 # --- local copies of directory facts -----------------------------------------------

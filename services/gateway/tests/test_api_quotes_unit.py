@@ -23,6 +23,7 @@ from kit.blobs import BlobStore
 from kit.context import Actor
 from kit.errors import Forbidden, UnsupportedMediaType
 from services.gateway import api_quotes as q
+from services.gateway import discussion
 from services.gateway.web import (
     ROUTES,
     ApiError,
@@ -178,7 +179,7 @@ def test_the_body_version_wins_over_if_match(tmp_path):
     ],
 )
 def test_content_disposition_round_trips_the_sanitised_name(name, expected):
-    header = q.content_disposition(name)
+    header = discussion.content_disposition(name)
     header.encode("ascii")  # header values stay plain ASCII
     assert "\r" not in header and "\n" not in header
     kind, params = parse_options_header(header)
@@ -188,11 +189,11 @@ def test_content_disposition_round_trips_the_sanitised_name(name, expected):
 
 
 def test_ascii_fallback_keeps_what_ascii_can_say():
-    header = q.content_disposition('Résumé "final" – 100%.pdf')
+    header = discussion.content_disposition('Résumé "final" – 100%.pdf')
     fallback = header.split('filename="', 1)[1].split('"', 1)[0]
     assert fallback == "Resume final _ 100_.pdf"
-    assert q.ascii_filename("日本語.pdf") == "___.pdf"
-    assert q.ascii_filename("\\") == "_"
+    assert discussion.ascii_filename("日本語.pdf") == "___.pdf"
+    assert discussion.ascii_filename("\\") == "_"
     assert "filename*=UTF-8''R%C3%A9sum%C3%A9%20final%20%E2%80%93%20100%25.pdf" in header
 
 
@@ -491,7 +492,10 @@ def test_follow_pages_holds_one_page_at_a_time():
 
 @pytest.mark.parametrize(
     ("handler", "method"),
-    [(q.list_comments, "list_comments"), (q.list_attachments, "list_attachments")],
+    [
+        (q.discussion.list_comments, "list_comments"),
+        (q.discussion.list_attachments, "list_attachments"),
+    ],
 )
 def test_comment_and_attachment_lists_are_pages(tmp_path, handler, method):
     comment = {
@@ -540,7 +544,7 @@ def test_upload_authorises_then_stores_by_hash_then_records(tmp_path):
             "kind": "quote_document",
         },
     )
-    result = q.add_attachment(call)
+    result = q.discussion.add_attachment(call)
     digest = hashlib.sha256(PDF).hexdigest()
     assert gw.quotes.names() == ["authorize_upload", "add_attachment"]
     assert gw.quotes.calls[0] == ("authorize_upload", (QID, "quote_document"))
@@ -563,7 +567,7 @@ def test_upload_authorises_then_stores_by_hash_then_records(tmp_path):
 
 def test_kind_defaults_to_attachment(tmp_path):
     gw = FakeGateway(tmp_path, authorize_upload="attachment", add_attachment=attachment_reply)
-    q.add_attachment(upload_call(gw, {"file": (io.BytesIO(PDF), "a.pdf")}))
+    q.discussion.add_attachment(upload_call(gw, {"file": (io.BytesIO(PDF), "a.pdf")}))
     assert gw.quotes.calls[0] == ("authorize_upload", (QID, "attachment"))
 
 
@@ -573,7 +577,7 @@ def test_a_refused_uploader_leaves_no_bytes_behind(tmp_path):
 
     gw = FakeGateway(tmp_path, authorize_upload=refuse)
     with pytest.raises(Forbidden):
-        q.add_attachment(
+        q.discussion.add_attachment(
             upload_call(gw, {"file": (io.BytesIO(PDF), "a.pdf"), "kind": "quote_document"})
         )
     assert blob_files(gw) == []
@@ -584,7 +588,9 @@ def test_a_disallowed_file_is_415_and_not_stored(tmp_path):
     gw = FakeGateway(tmp_path, authorize_upload="attachment")
     html = b"<!doctype html><script>alert(1)</script>"
     with pytest.raises(UnsupportedMediaType):
-        q.add_attachment(upload_call(gw, {"file": (io.BytesIO(html), "x.txt", "text/plain")}))
+        q.discussion.add_attachment(
+            upload_call(gw, {"file": (io.BytesIO(html), "x.txt", "text/plain")})
+        )
     assert blob_files(gw) == []
     assert gw.quotes.names() == ["authorize_upload"]
 
@@ -592,22 +598,22 @@ def test_a_disallowed_file_is_415_and_not_stored(tmp_path):
 def test_an_oversized_content_length_is_413_before_anything_is_read(tmp_path):
     gw = FakeGateway(tmp_path)
     call = upload_call(gw, {"file": (io.BytesIO(PDF), "a.pdf")})
-    call.request.environ["CONTENT_LENGTH"] = str(q.MAX_UPLOAD_REQUEST_BYTES + 1)
+    call.request.environ["CONTENT_LENGTH"] = str(discussion.MAX_UPLOAD_REQUEST_BYTES + 1)
     with pytest.raises(ApiError) as err:
-        q.add_attachment(call)
+        q.discussion.add_attachment(call)
     assert err.value.code == "payload_too_large"
     assert gw.quotes.calls == []
     assert call.request.stream.tell() == 0  # the body was never touched
 
 
 def test_a_streamed_body_over_the_cap_is_413_not_500(tmp_path, monkeypatch):
-    monkeypatch.setattr(q, "MAX_UPLOAD_REQUEST_BYTES", 1024)
+    monkeypatch.setattr(discussion, "MAX_UPLOAD_REQUEST_BYTES", 1024)
     gw = FakeGateway(tmp_path)
     call = upload_call(gw, {"file": (io.BytesIO(b"x" * 5000), "a.txt")})
     del call.request.environ["CONTENT_LENGTH"]  # chunked: no length known up front
     call.request.environ["wsgi.input_terminated"] = True
     with pytest.raises(ApiError) as err:
-        q.add_attachment(call)
+        q.discussion.add_attachment(call)
     assert err.value.code == "payload_too_large"
     assert blob_files(gw) == [] and gw.quotes.calls == []
 
@@ -631,7 +637,7 @@ def test_werkzeug_entity_too_large_becomes_problem_413():
 def test_missing_file_or_bad_kind_is_422_naming_the_field(tmp_path, data, field):
     gw = FakeGateway(tmp_path)
     with pytest.raises(ApiError) as err:
-        q.add_attachment(upload_call(gw, data, content_type="multipart/form-data"))
+        q.discussion.add_attachment(upload_call(gw, data, content_type="multipart/form-data"))
     assert err.value.code == "validation_failed"
     assert err.value.errors is not None
     assert field in err.value.errors
@@ -642,7 +648,7 @@ def test_a_non_multipart_upload_is_415(tmp_path):
     gw = FakeGateway(tmp_path)
     call = make_call(gw, "POST", path={"id": QID}, data=b"{}", content_type="application/json")
     with pytest.raises(ApiError) as err:
-        q.add_attachment(call)
+        q.discussion.add_attachment(call)
     assert err.value.code == "unsupported_media_type"
 
 
@@ -663,7 +669,7 @@ def test_download_streams_the_blob_with_safe_headers(tmp_path):
         },
     )
     gw.quotes.replies["get_attachment"] = meta
-    response = q.download_attachment(make_call(gw, path={"id": QID, "aid": meta["id"]}))
+    response = q.discussion.download_attachment(make_call(gw, path={"id": QID, "aid": meta["id"]}))
     assert gw.quotes.calls == [("get_attachment", (QID, meta["id"]))]
     assert response.headers["Content-Type"] == "application/pdf"
     assert response.headers["Content-Length"] == str(len(PDF))
@@ -685,4 +691,4 @@ def test_download_of_a_missing_blob_is_not_found(tmp_path):
         "content_type": "application/pdf",
     }
     with pytest.raises(NotFound):
-        q.download_attachment(make_call(gw, path={"id": QID, "aid": "a"}))
+        q.discussion.download_attachment(make_call(gw, path={"id": QID, "aid": "a"}))

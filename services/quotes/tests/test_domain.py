@@ -355,9 +355,9 @@ def test_out_of_scope_is_always_not_found_whatever_the_operation(actor, quote):
         lambda: d.cancel(actor, quote),
         lambda: d.authorize_transition(actor, quote, "in_process"),
         lambda: d.plan_patch(actor, quote, {"description": "x"}),
-        lambda: d.validate_comment(actor, quote, "hello"),
-        lambda: d.authorize_comment_delete(actor, quote),
-        lambda: d.authorize_attachment(actor, quote, "quote_document"),
+        lambda: comment(actor, quote, "hello"),
+        lambda: delete_comment(actor, quote),
+        lambda: attach(actor, quote, "quote_document"),
     ]
     for operation in operations:
         with pytest.raises(NotFound):
@@ -899,7 +899,23 @@ def test_patch_status_must_be_a_string():
 
 
 # ------------------------------------------------------------------------------------
-# comments and attachments
+# comments and attachments: the kit's discussion rules as quotes declares them, after
+# the visibility check every discussion entrypoint makes first (kit.discussion_rpc)
+
+
+def comment(actor, quote, body):
+    d.ensure_visible(actor, quote)
+    return d.DISCUSSION.validate_comment(actor, body)
+
+
+def delete_comment(actor, quote):
+    d.ensure_visible(actor, quote)
+    d.DISCUSSION.authorize_delete(actor)
+
+
+def attach(actor, quote, kind):
+    d.ensure_visible(actor, quote)
+    return d.DISCUSSION.authorize_attachment(actor, kind)
 
 
 @pytest.mark.parametrize(
@@ -907,13 +923,13 @@ def test_patch_status_must_be_a_string():
     ["admin", "manager", "advisor", "technician", "portal_full", "portal_none", "system"],
 )
 def test_who_may_comment(name):
-    assert d.validate_comment(ACTORS[name], Quote(), "  Any news? ") == "Any news?"
+    assert comment(ACTORS[name], Quote(), "  Any news? ") == "Any news?"
 
 
 @pytest.mark.parametrize("name", ["token", "preview", "roleless_staff"])
 def test_who_may_not_comment(name):
     with pytest.raises(Forbidden):
-        d.validate_comment(ACTORS[name], Quote(), "hello")
+        comment(ACTORS[name], Quote(), "hello")
 
 
 @pytest.mark.parametrize(
@@ -928,14 +944,14 @@ def test_who_may_not_comment(name):
 )
 def test_comment_body_rules(body, message):
     with pytest.raises(ValidationFailed) as err:
-        d.validate_comment(staff("advisor"), Quote(), body)
+        comment(staff("advisor"), Quote(), body)
     assert err.value.errors == {"body": [message]}
-    assert d.validate_comment(staff("advisor"), Quote(), "c" * 5000) == "c" * 5000
+    assert comment(staff("advisor"), Quote(), "c" * 5000) == "c" * 5000
 
 
 def test_portal_cannot_comment_on_hidden_quote():
     with pytest.raises(NotFound):
-        d.validate_comment(portal(*BOTH), Quote(visible_to_customer=False), "hello")
+        comment(portal(*BOTH), Quote(visible_to_customer=False), "hello")
 
 
 @pytest.mark.parametrize(
@@ -953,35 +969,35 @@ def test_portal_cannot_comment_on_hidden_quote():
 )
 def test_only_managers_delete_comments(name, allowed):
     if allowed:
-        d.authorize_comment_delete(ACTORS[name], Quote())
+        delete_comment(ACTORS[name], Quote())
     else:
         with pytest.raises(Forbidden):
-            d.authorize_comment_delete(ACTORS[name], Quote())
+            delete_comment(ACTORS[name], Quote())
 
 
 @pytest.mark.parametrize("role", ["admin", "manager", "advisor", "technician"])
 @pytest.mark.parametrize("kind", ["attachment", "quote_document"])
 def test_staff_upload_either_kind(role, kind):
-    assert d.authorize_attachment(staff(role), Quote(), kind) == kind
+    assert attach(staff(role), Quote(), kind) == kind
 
 
 def test_portal_uploads_plain_attachments_only():
-    assert d.authorize_attachment(portal(), Quote(), "attachment") == "attachment"
+    assert attach(portal(), Quote(), "attachment") == "attachment"
     with pytest.raises(Forbidden) as err:
-        d.authorize_attachment(portal(*BOTH), Quote(), "quote_document")
+        attach(portal(*BOTH), Quote(), "quote_document")
     assert err.value.code == "forbidden"
 
 
 @pytest.mark.parametrize("name", ["token", "preview", "roleless_staff"])
 def test_who_may_not_upload(name):
     with pytest.raises(Forbidden):
-        d.authorize_attachment(ACTORS[name], Quote(), "attachment")
+        attach(ACTORS[name], Quote(), "attachment")
 
 
 @pytest.mark.parametrize("kind", ["invoice", "", None, 1])
 def test_unknown_attachment_kind(kind):
     with pytest.raises(ValidationFailed) as err:
-        d.authorize_attachment(staff("admin"), Quote(), kind)
+        attach(staff("admin"), Quote(), kind)
     assert list(err.value.errors or {}) == ["kind"]
 
 

@@ -29,7 +29,8 @@ from kit.handlers import UnsupportedEventVersion
 from kit.providers import WorkerDb
 from services.quotes import directory, domain
 from services.quotes.models import KnownCustomer, KnownStaff, KnownUnit, QuoteRequest, metadata
-from services.quotes.service import QuotesService, scope_condition
+from services.quotes.queries import scope_condition
+from services.quotes.service import QuotesService
 from tests.support import scratch_database
 
 # ------------------------------------------------------------------------ fixtures

@@ -1,0 +1,157 @@
+"""The RPC entrypoints of a discussion, by declaration.
+
+::
+
+    QuoteDiscussion = discussion_entrypoints(
+        store.DISCUSSION,
+        load_record=store.visible_quote,   # (uow, actor, id) -> the record, or NotFound
+        event_data=serialise.event_data,   # (record, **extra) -> the event's data
+        comment_schema=c.CommentSchema,      # contracts.discussion's shapes, named for
+        attachment_schema=c.AttachmentSchema,  # the record (quote_request_id)
+    )
+
+    class QuotesService(QuoteDiscussion, HealthEndpoints): ...
+
+gives the service ``list_comments``, ``add_comment``, ``delete_comment``,
+``authorize_upload``, ``add_attachment``, ``list_attachments`` and ``get_attachment``
+(prefixed with the discussion's ``name``). Each loads the record first, through the
+service's own visibility rule, so a comment or a file is exactly as visible as its
+record; each write emits ``<record>.comment_added`` / ``comment_deleted`` /
+``attachment_added`` with the record's data in the same transaction. The service class
+needs the kit's ``db`` (Database) and ``ctx`` (RequestContext) dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from marshmallow import Schema
+
+from contracts.discussion import CommentRequest, OldestFirstPage
+from kit.discussion_store import DiscussionStore
+from kit.providers import rpc
+from kit.schemas import parse, shared
+
+LoadRecord = Callable[[Any, Any, str], Any]
+EventData = Callable[..., dict[str, Any]]
+
+
+def discussion_entrypoints(
+    store: DiscussionStore,
+    *,
+    load_record: LoadRecord,
+    event_data: EventData,
+    comment_schema: type[Schema],
+    attachment_schema: type[Schema],
+) -> type:
+    """A mixin class holding the discussion's RPC entrypoints (see the module's doc)."""
+    d = store.d
+
+    def comment_out(row: Any) -> dict[str, Any]:
+        return shared(comment_schema).dump(store.comment_record(row))
+
+    def attachment_out(row: Any) -> dict[str, Any]:
+        return shared(attachment_schema).dump(store.attachment_record(row))
+
+    def by(actor: Any) -> dict[str, Any]:
+        return {"author_kind": actor.kind, "author_name": actor.name}
+
+    def list_comments(self: Any, record_id: str, query: dict[str, Any] | None = None) -> Any:
+        """A page of the record's comments, oldest first (a thread reads top down)."""
+        actor = self.ctx.require_actor()
+        f = parse(OldestFirstPage, query or {})
+        with self.db.unit_of_work() as uow:
+            record = load_record(uow, actor, record_id)
+            rows, cursor = store.comments(uow, record.id, f.get("limit"), f.get("cursor"))
+            return {"items": [comment_out(x) for x in rows], "next_cursor": cursor}
+
+    def add_comment(self: Any, record_id: str, payload: dict[str, Any]) -> Any:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            record = load_record(uow, actor, record_id)
+            text = d.validate_comment(actor, parse(CommentRequest, payload)["body"])
+            row = store.add_comment(uow, record.id, actor, text)
+            uow.emit(
+                d.comment_added,
+                event_data(record, comment_id=row.id, comment_body=text, **by(actor)),
+            )
+            return comment_out(row)
+
+    def delete_comment(self: Any, record_id: str, comment_id: str) -> None:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            record = load_record(uow, actor, record_id)
+            d.authorize_delete(actor)
+            row = store.delete_comment(uow, record.id, comment_id, actor)
+            uow.emit(d.comment_deleted, event_data(record, comment_id=row.id, **by(actor)))
+
+    def authorize_upload(self: Any, record_id: str, kind: str) -> str:
+        """Checked before the gateway stores any bytes, so refused uploads leave none."""
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            load_record(uow, actor, record_id)
+            return d.authorize_attachment(actor, kind)
+
+    def add_attachment(self: Any, record_id: str, meta: dict[str, Any]) -> Any:
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            record = load_record(uow, actor, record_id)
+            kind = d.authorize_attachment(actor, meta.get("kind"))
+            row = store.add_attachment(uow, record.id, actor, kind, meta)
+            uow.emit(
+                d.attachment_added,
+                event_data(
+                    record,
+                    attachment_id=row.id,
+                    filename=row.filename,
+                    attachment_kind=kind,
+                    **by(actor),
+                ),
+            )
+            return attachment_out(row)
+
+    def list_attachments(self: Any, record_id: str, query: dict[str, Any] | None = None) -> Any:
+        """A page of the record's files, oldest first."""
+        actor = self.ctx.require_actor()
+        f = parse(OldestFirstPage, query or {})
+        with self.db.unit_of_work() as uow:
+            record = load_record(uow, actor, record_id)
+            rows, cursor = store.attachments(uow, record.id, f.get("limit"), f.get("cursor"))
+            return {"items": [attachment_out(a) for a in rows], "next_cursor": cursor}
+
+    def get_attachment(self: Any, record_id: str, attachment_id: str) -> Any:
+        """Metadata of one file, authorised exactly like the record itself."""
+        actor = self.ctx.require_actor()
+        with self.db.unit_of_work() as uow:
+            record = load_record(uow, actor, record_id)
+            return attachment_out(store.attachment_of(uow, record.id, attachment_id))
+
+    methods: dict[str, Callable[..., Any]] = {
+        "list_comments": list_comments,
+        "add_comment": add_comment,
+        "delete_comment": delete_comment,
+        "authorize_upload": authorize_upload,
+        "add_attachment": add_attachment,
+        "list_attachments": list_attachments,
+        "get_attachment": get_attachment,
+    }
+    namespace = {f"{d.name}{name}": rpc(fn) for name, fn in methods.items()}
+    return type(f"{d.record.title().replace('_', '')}Discussion", (), namespace)
+
+
+def rpc_names(store_or_discussion: Any) -> tuple[str, ...]:
+    """The RPC method names a discussion adds to its service."""
+    d = getattr(store_or_discussion, "d", store_or_discussion)
+    return tuple(
+        f"{d.name}{name}"
+        for name in (
+            "list_comments",
+            "add_comment",
+            "delete_comment",
+            "authorize_upload",
+            "add_attachment",
+            "list_attachments",
+            "get_attachment",
+        )
+    )
