@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKeyConstraint,
@@ -231,3 +232,86 @@ class IdempotencyKey(TenantScoped, Base):
     lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     __table_args__ = (Index(None, "tenant_id", "expires_at"),)
+
+
+# --- read views (services.gateway.views) ------------------------------------------------
+# Copies of what clients read, kept from the owning services' events (each event carries
+# the record's full state after the change). A row changes only for a newer version, so
+# a duplicate or late event is a no-op; the owning service stays the only writer of the
+# data itself. ``source_at`` is the ``occurred_at`` of the event (or snapshot) applied.
+
+
+class QuoteRequestView(TenantScoped, Base):
+    __tablename__ = "quote_request_views"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[str] = mapped_column(UUID)
+    unit_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    work_order_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(UUID)
+    created_by_name: Mapped[str] = mapped_column(String(200), default="")
+    created_by_customer: Mapped[bool] = mapped_column(Boolean)
+    visible_to_customer: Mapped[bool] = mapped_column(Boolean)
+    assigned_to: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    po_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_on_behalf: Mapped[bool] = mapped_column(Boolean, default=False)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index(None, "tenant_id", "created_at", "id"),
+        Index(None, "tenant_id", "status"),
+        Index(None, "tenant_id", "customer_id"),
+    )
+
+
+class CommentView(TenantScoped, Base):
+    """Comments of every discussion (``record`` names the kind: ``quote_request``)."""
+
+    __tablename__ = "comment_views"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    record: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(UUID)
+    author_kind: Mapped[str] = mapped_column(String(16), default="")
+    author_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    author_name: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A delete may arrive before its comment: the row is then a tombstone the late
+    # comment_added never revives.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (Index(None, "tenant_id", "record", "record_id", "created_at", "id"),)
+
+
+class AttachmentView(TenantScoped, Base):
+    """Files of every discussion: metadata only (the bytes are in the blob store)."""
+
+    __tablename__ = "attachment_views"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    record: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(UUID)
+    kind: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by_name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index(None, "tenant_id", "record", "record_id", "created_at", "id"),)
+
+
+class ViewBuild(Base):
+    """When each view was last rebuilt from its owner's snapshot, per tenant (not tenant
+    data: the operator's bookkeeping). A tenant without a row has never been built, and
+    the gateway catches it up by itself."""
+
+    __tablename__ = "view_builds"
+    view: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
