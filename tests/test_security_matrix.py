@@ -49,9 +49,16 @@ PROBLEM_KEYS = {"type", "title", "status", "code", "detail"}
 
 GUARDED = [r for r in ROUTES if r.callers]
 WITH_PATH_ID = [r for r in GUARDED if "{" in r.path]
-PLAIN_GETS = [r for r in GUARDED if r.method == "GET" and "{" not in r.path]
-# Logging out of a preview is not a write to anything the customer sees.
-WRITES = [r for r in GUARDED if r.method != "GET" and r.endpoint != "POST /auth/logout"]
+# The event stream never ends (a list read to the end would hang): another tenant's or
+# customer's events never arriving on it is tested in tests/test_event_stream.py.
+STREAMS = {"GET /events/stream"}
+PLAIN_GETS = [
+    r for r in GUARDED if r.method == "GET" and "{" not in r.path and r.endpoint not in STREAMS
+]
+# Logging out of a preview, or a ticket to read its event stream, is not a write to
+# anything the customer sees.
+NOT_WRITES = {"POST /auth/logout", "POST /events/tickets"}
+WRITES = [r for r in GUARDED if r.method != "GET" and r.endpoint not in NOT_WRITES]
 
 # Which id of the fixture fills a path parameter: ``{id}`` by the path's first segment.
 ID_BY_COLLECTION = {
