@@ -13,6 +13,9 @@ from contracts.events import EVENTS, EXCHANGE, INTEGRATION_EXCHANGE, PRIVATE_EVE
 
 # service -> routing-key patterns it consumes (topic syntax)
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
+    # Every event: the read views and the live stream's log (services.gateway.events);
+    # private events arrive too (the gateway publishes them itself) and are skipped.
+    "gateway": ("#",),
     "notify": ("quote_request.*", "directory.#", "auth.#"),
     "quotes": ("directory.#",),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from contracts.common import PageQuery
+from contracts.common import CURSOR_PATTERN, PageQuery
 
 MAX_COMMENT = 5000
 TRIMMED = {"multiline": True, "strips": True}
@@ -19,6 +19,13 @@ class CommentRequest(Schema):
 
 class OldestFirstPage(PageQuery):
     """A page of a record's comments or attachments, oldest first."""
+
+
+class SnapshotPage(Schema):
+    """A page of a service's snapshot for the gateway's views (system callers only)."""
+
+    limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=1000))
+    cursor = fields.String(validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor"))
 
 
 def comment_schema(record_key: str, name: str = "CommentSchema") -> type[Schema]:

@@ -81,6 +81,13 @@ class QuoteRequestEvent(Schema):
     version = fields.Integer(
         required=True, metadata={"description": "The request's version after the change"}
     )
+    # The rest of the request's state (read views copy it whole). Absent from events
+    # published before them: null, never guessed.
+    created_by_name = fields.String(allow_none=True, load_default=None)
+    decided_on_behalf = fields.Boolean(allow_none=True, load_default=None)
+    decided_at = fields.DateTime(allow_none=True, load_default=None)
+    created_at = fields.DateTime(allow_none=True, load_default=None)
+    updated_at = fields.DateTime(allow_none=True, load_default=None)
 
     @pre_load
     def _drop_legacy_nulls(self, data: Any, **kwargs: Any) -> Any:
@@ -127,6 +134,9 @@ class _ByWhom(Schema):
     )
     author_name = fields.String(
         allow_none=True, load_default=None, metadata={"description": "Name of who did it"}
+    )
+    author_id = fields.String(
+        allow_none=True, load_default=None, metadata={"description": "Id of who did it"}
     )
 
 
@@ -183,6 +193,7 @@ class QuoteCommentAdded(_ByWhom, QuoteRequestEvent):
 
     comment_id = fields.UUID(allow_none=True, load_default=None)
     comment_body = fields.String(allow_none=True, load_default=None)
+    comment_created_at = fields.DateTime(allow_none=True, load_default=None)
 
 
 class QuoteCommentDeleted(_ByWhom, QuoteRequestEvent):
@@ -190,6 +201,7 @@ class QuoteCommentDeleted(_ByWhom, QuoteRequestEvent):
     deleted it (never the comment's text)."""
 
     comment_id = fields.UUID(allow_none=True, load_default=None)
+    comment_deleted_at = fields.DateTime(allow_none=True, load_default=None)
 
 
 class QuoteAttachmentAdded(_ByWhom, QuoteRequestEvent):
@@ -199,6 +211,10 @@ class QuoteAttachmentAdded(_ByWhom, QuoteRequestEvent):
     attachment_id = fields.UUID(allow_none=True, load_default=None)
     filename = fields.String(allow_none=True, load_default=None)
     attachment_kind = fields.String(allow_none=True, load_default=None)
+    content_type = fields.String(allow_none=True, load_default=None)
+    size = fields.Integer(allow_none=True, load_default=None)
+    sha256 = fields.String(allow_none=True, load_default=None)
+    attachment_created_at = fields.DateTime(allow_none=True, load_default=None)
 
 
 class TenantEvent(Schema):

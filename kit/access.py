@@ -97,6 +97,13 @@ def is_tenant_wide(kind: str) -> bool:
     return kind in TENANT_WIDE_KINDS
 
 
+def require_system(actor: ActorLike) -> None:
+    """Only the services themselves (a ``system`` actor, never built from a token): e.g.
+    the paged snapshots the gateway's read views are rebuilt from."""
+    if actor.kind != "system":
+        raise Forbidden("only the system may do that")
+
+
 def has_role(kind: str, held: Iterable[str], wanted: Iterable[str]) -> bool:
     """Whether a caller of ``kind`` holding roles ``held`` has one of ``wanted``: only
     staff hold roles, and ``system`` has every staff role."""

@@ -12,12 +12,14 @@
 
     class QuotesService(QuoteDiscussion, HealthEndpoints): ...
 
-gives the service ``list_comments``, ``add_comment``, ``delete_comment``,
-``authorize_upload``, ``add_attachment``, ``list_attachments`` and ``get_attachment``
-(prefixed with the discussion's ``name``). Each loads the record first, through the
-service's own visibility rule, so a comment or a file is exactly as visible as its
-record; each write emits ``<record>.comment_added`` / ``comment_deleted`` /
-``attachment_added`` with the record's data in the same transaction. The service class
+gives the service the commands ``add_comment``, ``delete_comment``,
+``authorize_upload`` and ``add_attachment`` (prefixed with the discussion's ``name``).
+Each loads the record first, through the service's own visibility rule, so only who
+sees the record takes part; each emits ``<record>.comment_added`` / ``comment_deleted``
+/ ``attachment_added`` with the record's state and the whole comment or file's metadata
+in the same transaction. Clients read comments and files from the gateway's views,
+fed by those events; ``snapshot_comments`` and ``snapshot_attachments`` page through
+them all for a rebuild of those views (the system only). The service class
 needs the kit's ``db`` (Database) and ``ctx`` (RequestContext) dependencies.
 """
 
@@ -28,7 +30,8 @@ from typing import Any
 
 from marshmallow import Schema
 
-from contracts.discussion import CommentRequest, OldestFirstPage
+from contracts.discussion import CommentRequest, SnapshotPage
+from kit.access import require_system
 from kit.discussion_store import DiscussionStore
 from kit.providers import rpc
 from kit.schemas import parse, shared
@@ -55,16 +58,10 @@ def discussion_entrypoints(
         return shared(attachment_schema).dump(store.attachment_record(row))
 
     def by(actor: Any) -> dict[str, Any]:
-        return {"author_kind": actor.kind, "author_name": actor.name}
+        return {"author_kind": actor.kind, "author_name": actor.name, "author_id": actor.id}
 
-    def list_comments(self: Any, record_id: str, query: dict[str, Any] | None = None) -> Any:
-        """A page of the record's comments, oldest first (a thread reads top down)."""
-        actor = self.ctx.require_actor()
-        f = parse(OldestFirstPage, query or {})
-        with self.db.unit_of_work() as uow:
-            record = load_record(uow, actor, record_id)
-            rows, cursor = store.comments(uow, record.id, f.get("limit"), f.get("cursor"))
-            return {"items": [comment_out(x) for x in rows], "next_cursor": cursor}
+    def when(value: Any) -> str:
+        return str(value.isoformat())
 
     def add_comment(self: Any, record_id: str, payload: dict[str, Any]) -> Any:
         actor = self.ctx.require_actor()
@@ -74,17 +71,29 @@ def discussion_entrypoints(
             row = store.add_comment(uow, record.id, actor, text)
             uow.emit(
                 d.comment_added,
-                event_data(record, comment_id=row.id, comment_body=text, **by(actor)),
+                event_data(
+                    record,
+                    comment_id=row.id,
+                    comment_body=text,
+                    comment_created_at=when(row.created_at),
+                    **by(actor),
+                ),
             )
             return comment_out(row)
 
-    def delete_comment(self: Any, record_id: str, comment_id: str) -> None:
+    def delete_comment(self: Any, record_id: str, comment_id: str) -> Any:
+        """Soft-deletes; returns the comment's id and when it was deleted."""
         actor = self.ctx.require_actor()
         with self.db.unit_of_work() as uow:
             record = load_record(uow, actor, record_id)
             d.authorize_delete(actor)
             row = store.delete_comment(uow, record.id, comment_id, actor)
-            uow.emit(d.comment_deleted, event_data(record, comment_id=row.id, **by(actor)))
+            deleted_at = when(row.deleted_at)
+            uow.emit(
+                d.comment_deleted,
+                event_data(record, comment_id=row.id, comment_deleted_at=deleted_at, **by(actor)),
+            )
+            return {"id": row.id, "deleted_at": deleted_at}
 
     def authorize_upload(self: Any, record_id: str, kind: str) -> str:
         """Checked before the gateway stores any bytes, so refused uploads leave none."""
@@ -106,35 +115,44 @@ def discussion_entrypoints(
                     attachment_id=row.id,
                     filename=row.filename,
                     attachment_kind=kind,
+                    content_type=row.content_type,
+                    size=row.size,
+                    sha256=row.sha256,
+                    attachment_created_at=when(row.created_at),
                     **by(actor),
                 ),
             )
             return attachment_out(row)
 
-    def list_attachments(self: Any, record_id: str, query: dict[str, Any] | None = None) -> Any:
-        """A page of the record's files, oldest first."""
+    def snapshot_comments(self: Any, query: dict[str, Any] | None = None) -> Any:
+        """Every comment of the tenant, deleted ones too, oldest first: what the
+        gateway's views are rebuilt from (the system only)."""
         actor = self.ctx.require_actor()
-        f = parse(OldestFirstPage, query or {})
+        require_system(actor)
+        f = parse(SnapshotPage, query or {})
         with self.db.unit_of_work() as uow:
-            record = load_record(uow, actor, record_id)
-            rows, cursor = store.attachments(uow, record.id, f.get("limit"), f.get("cursor"))
+            rows, cursor = store.snapshot(uow, store.comment, f.get("limit"), f.get("cursor"))
+            items = [
+                {**comment_out(x), "deleted_at": x.deleted_at and when(x.deleted_at)} for x in rows
+            ]
+            return {"items": items, "next_cursor": cursor}
+
+    def snapshot_attachments(self: Any, query: dict[str, Any] | None = None) -> Any:
+        """Every file's metadata of the tenant, oldest first (the system only)."""
+        actor = self.ctx.require_actor()
+        require_system(actor)
+        f = parse(SnapshotPage, query or {})
+        with self.db.unit_of_work() as uow:
+            rows, cursor = store.snapshot(uow, store.attachment, f.get("limit"), f.get("cursor"))
             return {"items": [attachment_out(a) for a in rows], "next_cursor": cursor}
 
-    def get_attachment(self: Any, record_id: str, attachment_id: str) -> Any:
-        """Metadata of one file, authorised exactly like the record itself."""
-        actor = self.ctx.require_actor()
-        with self.db.unit_of_work() as uow:
-            record = load_record(uow, actor, record_id)
-            return attachment_out(store.attachment_of(uow, record.id, attachment_id))
-
     methods: dict[str, Callable[..., Any]] = {
-        "list_comments": list_comments,
         "add_comment": add_comment,
         "delete_comment": delete_comment,
         "authorize_upload": authorize_upload,
         "add_attachment": add_attachment,
-        "list_attachments": list_attachments,
-        "get_attachment": get_attachment,
+        "snapshot_comments": snapshot_comments,
+        "snapshot_attachments": snapshot_attachments,
     }
     namespace = {f"{d.name}{name}": rpc(fn) for name, fn in methods.items()}
     return type(f"{d.record.title().replace('_', '')}Discussion", (), namespace)
@@ -146,12 +164,11 @@ def rpc_names(store_or_discussion: Any) -> tuple[str, ...]:
     return tuple(
         f"{d.name}{name}"
         for name in (
-            "list_comments",
             "add_comment",
             "delete_comment",
             "authorize_upload",
             "add_attachment",
-            "list_attachments",
-            "get_attachment",
+            "snapshot_comments",
+            "snapshot_attachments",
         )
     )

@@ -104,21 +104,7 @@ class DiscussionStore:
     def _of(self, model: Any, record_id: str) -> Any:
         return select(model).where(getattr(model, self.d.record_key) == record_id)
 
-    @staticmethod
-    def _oldest_first(
-        uow: UnitOfWork, stmt: Any, model: Any, limit: int | None, cursor: str | None
-    ) -> tuple[list[Any], str | None]:
-        stmt, size = pagination.page(stmt, model, limit, cursor, oldest_first=True)
-        return pagination.split(list(uow.session.scalars(stmt)), size)
-
     # --- comments ---------------------------------------------------------------------
-    def comments(
-        self, uow: UnitOfWork, record_id: str, limit: int | None, cursor: str | None
-    ) -> tuple[list[Any], str | None]:
-        """A page of the thread, oldest first (it reads top down); deleted ones left out."""
-        stmt = self._of(self.comment, record_id).where(self.comment.deleted_at.is_(None))
-        return self._oldest_first(uow, stmt, self.comment, limit, cursor)
-
     def add_comment(self, uow: UnitOfWork, record_id: str, actor: ActorLike, text: str) -> Any:
         row = self.comment(
             author_kind=actor.kind,
@@ -162,18 +148,6 @@ class DiscussionStore:
         uow.session.flush()
         return row
 
-    def attachments(
-        self, uow: UnitOfWork, record_id: str, limit: int | None, cursor: str | None
-    ) -> tuple[list[Any], str | None]:
-        stmt = self._of(self.attachment, record_id)
-        return self._oldest_first(uow, stmt, self.attachment, limit, cursor)
-
-    def attachment_of(self, uow: UnitOfWork, record_id: str, attachment_id: str) -> Any:
-        row = self._find(uow, self.attachment, record_id, attachment_id)
-        if row is None:
-            raise NotFound("No such attachment.")
-        return row
-
     def attachment_kinds(self, uow: UnitOfWork, record_id: str) -> list[str]:
         stmt = select(self.attachment.kind).where(
             getattr(self.attachment, self.d.record_key) == record_id
@@ -187,6 +161,16 @@ class DiscussionStore:
             .where(getattr(self.attachment, self.d.record_key) == record_id)
         )
         return uow.session.scalar(stmt) or 0
+
+    @staticmethod
+    def snapshot(
+        uow: UnitOfWork, model: Any, limit: int | None, cursor: str | None
+    ) -> tuple[list[Any], str | None]:
+        """Every row of ``model`` in the tenant, oldest first (a views rebuild)."""
+        stmt, size = pagination.page(
+            select(model), model, limit, cursor, oldest_first=True, max_limit=1000
+        )
+        return pagination.split(list(uow.session.scalars(stmt)), size)
 
     def _find(self, uow: UnitOfWork, model: Any, record_id: str, row_id: str) -> Any:
         if not is_uuid(row_id):

@@ -158,6 +158,14 @@ def cmd_directory_republish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_views_rebuild(args: argparse.Namespace) -> int:
+    from services.gateway.rebuild import rebuild_views
+
+    counts = rebuild_views(_settings(), args.view, args.tenant)
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from services.gateway.tokens import KeyRing
 
@@ -235,6 +243,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     rp.add_argument("--tenant", help="one tenant's slug (default: every tenant)")
     rp.set_defaults(fn=cmd_directory_republish)
+    read_views = sub.add_parser("views", help="the gateway's read views").add_subparsers(
+        dest="action", required=True
+    )
+    rb = read_views.add_parser(
+        "rebuild", help="re-read views from their owners' snapshots (events keep flowing)"
+    )
+    rb.add_argument("view", nargs="*", help="views to rebuild (default: every view)")
+    rb.add_argument("--tenant", help="one tenant's slug (default: every tenant)")
+    rb.set_defaults(fn=cmd_views_rebuild)
     integ = sub.add_parser("integration", help="broker accounts for external integrations")
     integ_sub = integ.add_subparsers(dest="action", required=True)
     for action, text in (

@@ -28,6 +28,7 @@ from services.gateway.models import (
     TenantSettings,
     metadata,
 )
+from services.gateway.rebuild import mark_built
 from services.gateway.tokens import hash_password
 
 DEMO_TENANT = "demo"
@@ -87,6 +88,7 @@ def create_tenant(
             uow.emit("directory.tenant.created", {"id": tenant_id, "slug": slug, "name": name})
             uow.emit("directory.settings.updated", domain.settings_event(tenant_settings))
             uow.emit("directory.staff_user.created", domain.staff_user_event(admin))
+        mark_built(core, tenant_id)  # a new tenant's read views start complete (empty)
         return tenant_id
     finally:
         core.dispose()

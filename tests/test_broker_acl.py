@@ -154,7 +154,7 @@ def test_forged_system_rpc_works_with_a_broker_admin_login(system, tenants):
         ch.queue_bind(reply_queue, RPC_EXCHANGE, reply_queue)
         body, props = forged_rpc(tenants["a"])
         props.reply_to = reply_queue
-        ch.basic_publish(RPC_EXCHANGE, "quotes.list_quote_requests", json.dumps(body), props)
+        ch.basic_publish(RPC_EXCHANGE, "quotes.snapshot_quote_requests", json.dumps(body), props)
         deadline = time.monotonic() + 15
         reply = None
         while reply is None and time.monotonic() < deadline:
@@ -168,12 +168,12 @@ def test_forged_system_rpc_works_with_a_broker_admin_login(system, tenants):
 def test_integration_cannot_publish_rpc(tenants):
     uri = tenants["integration"]["amqp_uri"]
     body, props = forged_rpc(tenants["a"])
-    rpc = refused(uri, lambda ch: publish(ch, RPC_EXCHANGE, "quotes.list_quote_requests", body))
+    rpc = refused(uri, lambda ch: publish(ch, RPC_EXCHANGE, "quotes.snapshot_quote_requests", body))
     assert "ACCESS_REFUSED" in rpc and RPC_EXCHANGE in rpc
 
     def forged_system_call(ch: Any) -> None:
         ch.basic_publish(
-            RPC_EXCHANGE, "quotes.get_quote_request", json.dumps({"args": ["x"]}), props
+            RPC_EXCHANGE, "quotes.snapshot_comments", json.dumps({"args": [{}]}), props
         )
 
     assert "ACCESS_REFUSED" in refused(uri, forged_system_call)
@@ -342,7 +342,7 @@ def test_operator_cannot_publish_rpc_or_events(system):
     uri = system.env.settings().operator_amqp_uri()
     body, _props = forged_rpc(str(uuid.uuid4()))
     for exchange, key in (
-        (RPC_EXCHANGE, "quotes.list_quote_requests"),
+        (RPC_EXCHANGE, "quotes.snapshot_quote_requests"),
         (EXCHANGE, "directory.customer.updated"),
         (INTEGRATION_EXCHANGE, f"{uuid.uuid4()}.directory.customer.updated"),
         ("", "rpc-quotes"),

@@ -110,12 +110,21 @@ def _state() -> dict[str, object]:
         "po_number": None,
         "reason": None,
         "version": 2,
+        "created_by_name": "Pat",
+        "decided_on_behalf": False,
+        "decided_at": None,
+        "created_at": "2025-03-01T10:00:00+00:00",
+        "updated_at": "2025-03-02T11:30:00.123456+00:00",
     }
 
 
 # What services/quotes/service.py passes to event_data beyond the request's state.
 EMITTED_EXTRAS: dict[str, dict[str, object]] = {
-    quotes.EVENT_CREATED: {"author_kind": "portal", "author_name": "Pat"},
+    quotes.EVENT_CREATED: {
+        "author_kind": "portal",
+        "author_name": "Pat",
+        "author_id": str(uuid.uuid4()),
+    },
     quotes.EVENT_UPDATED: {"previous_status": "in_process"},
     quotes.EVENT_ASSIGNED: {"previous_status": "in_process"},
     quotes.EVENT_STATUS_CHANGED: {"previous_status": "pending"},
@@ -125,26 +134,36 @@ EMITTED_EXTRAS: dict[str, dict[str, object]] = {
             "previous_status": "customer_approval_needed",
             "author_kind": "staff",
             "author_name": "Sam",
+            "author_id": str(uuid.uuid4()),
         }
         for decided in (quotes.EVENT_APPROVED, quotes.EVENT_DENIED, quotes.EVENT_CANCELLED)
     },
     quotes.EVENT_COMMENT_ADDED: {
         "comment_id": str(uuid.uuid4()),
         "comment_body": "Tuesday?",
+        "comment_created_at": "2025-03-02T11:30:00+00:00",
         "author_kind": "staff",
         "author_name": "Sam",
+        "author_id": str(uuid.uuid4()),
     },
     quotes.EVENT_COMMENT_DELETED: {
         "comment_id": str(uuid.uuid4()),
+        "comment_deleted_at": "2025-03-02T11:31:00+00:00",
         "author_kind": "staff",
         "author_name": "Sam",
+        "author_id": str(uuid.uuid4()),
     },
     quotes.EVENT_ATTACHMENT_ADDED: {
         "attachment_id": str(uuid.uuid4()),
         "filename": "quote.pdf",
         "attachment_kind": "quote_document",
+        "content_type": "application/pdf",
+        "size": 1234,
+        "sha256": "ab" * 32,
+        "attachment_created_at": "2025-03-02T11:32:00+00:00",
         "author_kind": "staff",
         "author_name": "Sam",
+        "author_id": str(uuid.uuid4()),
     },
 }
 

@@ -18,7 +18,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 import kit.rpcerrors  # noqa: F401 - registers DomainError with nameko for this raw caller
-from kit.context import ACTOR_KEY, REQUEST_ID_KEY, Actor
+from kit.context import ACTOR_KEY, REQUEST_ID_KEY, system_actor
 from kit.errors import DomainError
 from tests.support import ROOT, Environment, Process, wait_ready
 
@@ -72,15 +72,15 @@ def test_every_line_is_json_and_a_bad_cursor_is_not_an_error(
 ) -> None:
     env, proc = quotes
     request_id = f"logs-{uuid.uuid4().hex}"
-    actor = Actor(kind="staff", id=str(uuid.uuid4()), tenant_id=str(uuid.uuid4()), roles=("admin",))
+    actor = system_actor(str(uuid.uuid4()))
     context = {ACTOR_KEY: actor.to_json(), REQUEST_ID_KEY: request_id}
     with ClusterRpcProxy(
         {"AMQP_URI": env.amqp_uri, "serializer": "json"}, timeout=20, context_data=context
     ) as rpc:
         with pytest.raises(DomainError) as err:
-            rpc.quotes.list_quote_requests({"cursor": "not-a-cursor"})
+            rpc.quotes.snapshot_quote_requests({"cursor": "not-a-cursor"})
         assert err.value.code == "validation_failed"
-        assert rpc.quotes.list_quote_requests({"limit": 1})["items"] == []
+        assert rpc.quotes.snapshot_quote_requests({"limit": 1})["items"] == []
     proc.stop()
 
     assert isinstance(proc, _SplitProcess)

@@ -172,7 +172,7 @@ def test_entrypoints_by_declaration_two_discussions_side_by_side() -> None:
     )
     both = type("Both", (lines, things), {})
     names = set(rpc_names(ESTIMATE)) | set(rpc_names(PLAIN))
-    assert len(names) == 14
+    assert len(names) == 12
     assert "line_add_comment" in names and "add_comment" in names
     for name in names:
         assert hasattr(getattr(both, name), "nameko_entrypoints"), name

@@ -1,10 +1,10 @@
 """Quote requests: the HTTP face of the quotes service.
 
-Handlers validate with the contract schemas (the route's body/query), call the quotes
-service over RPC with JSON-safe payloads, and add what only the gateway knows: customer
-names from its directory (one query per response), the CSV export (streamed page by
-page), and the file bytes of attachments (stored here by content hash, described in
-the quotes service).
+Reads come from the gateway's views (services.gateway.views), kept from the quotes
+service's events, with customer names from the gateway's own directory; commands go by
+RPC to the quotes service, and their replies are applied to the views before the
+answer, so a caller reads its own writes at once. Also here: the CSV export (streamed
+page by page); comments and files are the kit's discussion (services.gateway.discussion).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from marshmallow import Schema
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from contracts import quotes as c
+from kit import pagination
 from kit.csvout import iter_csv, to_csv
 from kit.schemas import shared
+from services.gateway import views
 from services.gateway.discussion import STAFF_OR_PORTAL, discussion_routes
 from services.gateway.models import Customer
 from services.gateway.web import (
@@ -79,44 +80,50 @@ def follow_pages(
         page = fetch(cursor)
 
 
-def _page(
-    schema_cls: type[Schema], items: Iterable[Mapping[str, Any]], next_cursor: str | None = None
-) -> dict[str, Any]:
-    return {"items": [revive(schema_cls, x) for x in items], "next_cursor": next_cursor}
+# --- from the views -------------------------------------------------------------------
 
 
-# --- gateway-side enrichment ----------------------------------------------------------
+def _customer_name(uow: Any, customer_id: str) -> str | None:
+    return uow.session.scalar(select(Customer.name).where(Customer.id == customer_id))
 
 
-def customer_names(call: Call, customer_ids: Iterable[str | None]) -> dict[str, str]:
-    """Names of the given customers from the directory, in one query."""
-    ids = sorted({str(i) for i in customer_ids if i})
-    if not ids:
-        return {}
-    actor = call.require_actor()
-    rows = call.gw.db.core.read(
-        actor.tenant_id, Customer, select(Customer.id, Customer.name).where(Customer.id.in_(ids))
-    )
-    return {str(row_id): name for row_id, name in rows}
-
-
-def with_customer_names(call: Call, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    names = customer_names(call, (item.get("customer_id") for item in items))
-    for item in items:
-        item["customer_name"] = names.get(str(item.get("customer_id")))
-    return items
-
-
-def quote_response(call: Call, item: Mapping[str, Any], status: int = 200) -> Response:
-    """One quote request with its customer's name and an ``ETag`` of its version."""
-    (enriched,) = with_customer_names(call, [dict(item)])
-    body = shared(c.QuoteRequestSchema).dump(revive(c.QuoteRequestSchema, enriched))
+def quote_response(item: Mapping[str, Any], status: int = 200) -> Response:
+    """One quote request (with its customer's name) and an ``ETag`` of its version."""
+    body = shared(c.QuoteRequestSchema).dump(revive(c.QuoteRequestSchema, dict(item)))
     response = json_response(body, status)
     if body.get("version") is not None:
         response.headers["ETag"] = f'"{body["version"]}"'
     if status == 201 and body.get("id"):
         response.headers["Location"] = f"{API_PREFIX}/quote-requests/{body['id']}"
     return response
+
+
+def applied(call: Call, reply: Mapping[str, Any], status: int = 200) -> Response:
+    """A command's reply into the view before the answer (the caller reads its own
+    write at once; the event that follows is then a no-op), answered with it."""
+    with call.gw.db.unit_of_work() as uow:
+        views.apply_quote_reply(uow, reply)
+        name = _customer_name(uow, str(reply["customer_id"]))
+    return quote_response({**reply, "customer_name": name}, status)
+
+
+def named_page(call: Call, query: Mapping[str, Any], max_limit: int) -> dict[str, Any]:
+    """A page of the caller's requests under ``query``, each with its customer's name."""
+    with call.gw.db.unit_of_work() as uow:
+        rows, next_cursor = views.quote_page(uow, call.require_actor(), query, max_limit)
+        names = (
+            dict(
+                uow.session.execute(
+                    select(Customer.id, Customer.name).where(
+                        Customer.id.in_(sorted({r.customer_id for r in rows}))
+                    )
+                ).all()
+            )
+            if rows
+            else {}
+        )
+        items = [{**views.quote_dict(r), "customer_name": names.get(r.customer_id)} for r in rows]
+    return {"items": items, "next_cursor": next_cursor}
 
 
 # --- quote requests -------------------------------------------------------------------
@@ -135,8 +142,7 @@ def quote_response(call: Call, item: Mapping[str, Any], status: int = 200) -> Re
     idempotency="optional",
 )
 def create_quote_request(call: Call) -> Any:
-    created = call.gw.quotes.create_quote_request(json_safe(call.body))
-    return quote_response(call, created, 201)
+    return applied(call, call.gw.quotes.create_quote_request(json_safe(call.body)), 201)
 
 
 @route(
@@ -150,9 +156,7 @@ def create_quote_request(call: Call) -> Any:
     many=True,
 )
 def list_quote_requests(call: Call) -> Any:
-    page = call.gw.quotes.list_quote_requests(json_safe(call.query))
-    items = with_customer_names(call, [dict(x) for x in page["items"]])
-    return _page(c.QuoteRequestSchema, items, page.get("next_cursor"))
+    return named_page(call, call.query, pagination.MAX_LIMIT)
 
 
 @route(
@@ -165,7 +169,10 @@ def list_quote_requests(call: Call) -> Any:
     response=c.SummarySchema,
 )
 def summarize_quote_requests(call: Call) -> Any:
-    return call.gw.quotes.summarize_quote_requests(json_safe(call.query))
+    with call.gw.db.unit_of_work() as uow:
+        found = views.quote_counts(uow, call.require_actor(), call.query)
+    counts = {status: found.get(status, 0) for status in c.STATUSES}
+    return {"counts": counts, "total": sum(counts.values())}
 
 
 @route(
@@ -180,17 +187,16 @@ def summarize_quote_requests(call: Call) -> Any:
 def export_quote_requests(call: Call) -> Any:
     """Streams every matching row, newest first, within the caller's scope (a portal
     user: its customer's visible requests, narrowed to its units if restricted). Pages
-    are fetched as the client reads, so memory stays flat. The first page is fetched
-    before the response starts, so a refused query is still a problem+json; a failure
-    after that breaks the connection (the file is visibly incomplete, never short)."""
-    query = json_safe(call.query)
+    are read as the client reads, each in its own short transaction, so memory stays
+    flat. The first page is read before the response starts, so a refused query is
+    still a problem+json; a failure after that breaks the connection (the file is
+    visibly incomplete, never short)."""
+    dump = shared(c.QuoteRequestSchema).dump
 
     def fetch(cursor: str | None) -> Mapping[str, Any]:
-        page_query = {**query, "limit": c.EXPORT_PAGE_MAX}
-        if cursor:
-            page_query["cursor"] = cursor
-        page = call.gw.quotes.export_quote_requests(page_query)
-        return {**page, "items": with_customer_names(call, [dict(x) for x in page["items"]])}
+        query = {**call.query, "limit": c.EXPORT_PAGE_MAX, "cursor": cursor}
+        page = named_page(call, query, c.EXPORT_PAGE_MAX)
+        return {**page, "items": [dump(item) for item in page["items"]]}
 
     rows = (csv_row(item) for item in follow_pages(fetch, fetch(None)))
     response = Response(
@@ -210,7 +216,14 @@ def export_quote_requests(call: Call) -> Any:
     response=c.QuoteRequestSchema,
 )
 def get_quote_request(call: Call) -> Any:
-    return quote_response(call, call.gw.quotes.get_quote_request(call.path["id"]))
+    with call.gw.db.unit_of_work() as uow:
+        row = views.visible_quote(uow, call.require_actor(), call.path["id"])
+        count = views.attachment_count(uow, views.QUOTE_REQUEST, row.id)
+        item = {
+            **views.quote_dict(row, count),
+            "customer_name": _customer_name(uow, row.customer_id),
+        }
+    return quote_response(item)
 
 
 @route(
@@ -224,15 +237,11 @@ def get_quote_request(call: Call) -> Any:
     errors=(403,),
 )
 def update_quote_request(call: Call) -> Any:
-    payload = json_safe(call.body)
-    version = expected_version(call)
-    if version is not None:
-        payload["version"] = version
-    updated = call.gw.quotes.update_quote_request(call.path["id"], payload)
-    return quote_response(call, updated)
+    return applied(call, call.gw.quotes.update_quote_request(call.path["id"], _versioned(call)))
 
 
-def _decision_payload(call: Call) -> dict[str, Any]:
+def _versioned(call: Call) -> dict[str, Any]:
+    """The body for RPC, with the ``If-Match`` version when the client sent one."""
     payload = json_safe(call.body)
     version = expected_version(call)
     if version is not None:
@@ -252,8 +261,7 @@ def _decision_payload(call: Call) -> dict[str, Any]:
     idempotency="optional",
 )
 def approve_quote_request(call: Call) -> Any:
-    decided = call.gw.quotes.approve_quote_request(call.path["id"], _decision_payload(call))
-    return quote_response(call, decided)
+    return applied(call, call.gw.quotes.approve_quote_request(call.path["id"], _versioned(call)))
 
 
 @route(
@@ -268,8 +276,7 @@ def approve_quote_request(call: Call) -> Any:
     idempotency="optional",
 )
 def deny_quote_request(call: Call) -> Any:
-    decided = call.gw.quotes.deny_quote_request(call.path["id"], _decision_payload(call))
-    return quote_response(call, decided)
+    return applied(call, call.gw.quotes.deny_quote_request(call.path["id"], _versioned(call)))
 
 
 @route(
@@ -284,8 +291,7 @@ def deny_quote_request(call: Call) -> Any:
     idempotency="optional",
 )
 def cancel_quote_request(call: Call) -> Any:
-    decided = call.gw.quotes.cancel_quote_request(call.path["id"], _decision_payload(call))
-    return quote_response(call, decided)
+    return applied(call, call.gw.quotes.cancel_quote_request(call.path["id"], _versioned(call)))
 
 
 # --- comments and files: the kit's discussion, declared ----------------------------
@@ -293,6 +299,9 @@ def cancel_quote_request(call: Call) -> Any:
 discussion = discussion_routes(
     "/quote-requests/{id}",
     rpc="quotes",
+    record=views.QUOTE_REQUEST,
+    record_key="quote_request_id",
+    load_record=views.visible_quote,
     label="quote request",
     tag=TAG,
     comment_schema=c.CommentSchema,

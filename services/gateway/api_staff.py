@@ -17,7 +17,7 @@ from kit.context import STAFF_ROLES
 from kit.db import new_id
 from kit.errors import NotFound
 from kit.money import CURRENCIES
-from services.gateway import domain
+from services.gateway import actions, domain
 from services.gateway.api_auth import TokenResponse
 from services.gateway.api_directory import (
     EMAIL,
@@ -376,7 +376,7 @@ def preview(call: Call) -> Any:
 
 
 class ActionItemSchema(Schema):
-    kind = Str(required=True, validate=validate.OneOf(["quote_approval"]))
+    kind = Str(required=True, validate=validate.OneOf(actions.KINDS))
     id = fields.UUID(required=True)
     title = Str(required=True)
     created_at = fields.DateTime(required=True)
@@ -387,19 +387,17 @@ class ActionItemSchema(Schema):
     "GET",
     "/action-required",
     callers=("portal", "token"),
-    summary="What waits for this caller, newest first",
+    summary="What waits for this caller to act on, newest first",
     tag="portal",
+    query=PageQuery,
     response=ActionItemSchema,
     many=True,
     errors=(503,),
 )
 def action_required(call: Call) -> Any:
-    features = caller_features(call.gw.db.core, call.require_actor())
-    items = []
-    if features["quotes"]:  # items of a switched-off feature are left out
-        # The quotes service narrows the list to the caller's customer, units or work order.
-        reply = call.gw.quotes.list_quote_requests(
-            {"status": "customer_approval_needed", "limit": 50}
-        )
-        items = domain.action_items(reply["items"])
-    return {"items": items, "next_cursor": None}
+    """One query over the read views (services.gateway.actions): only what this caller
+    may act on (scope, permission, features switched on for it)."""
+    actor = call.require_actor()
+    features = caller_features(call.gw.db.core, actor)
+    with call.gw.db.unit_of_work() as uow:
+        return actions.page(uow, actor, features, call.query.get("limit"), call.query.get("cursor"))

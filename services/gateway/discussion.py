@@ -2,16 +2,21 @@
 declared in one call per record::
 
     quote_discussion = discussion_routes(
-        "/quote-requests/{id}", rpc="quotes", label="quote request", tag=TAG,
+        "/quote-requests/{id}", rpc="quotes", record="quote_request",
+        record_key="quote_request_id", load_record=views.visible_quote,
+        label="quote request", tag=TAG,
         comment_schema=c.CommentSchema, attachment_schema=c.AttachmentSchema,
         kinds=c.ATTACHMENT_KINDS,
     )
 
 registers ``GET|POST {base}/comments``, ``DELETE {base}/comments/{cid}``,
 ``GET|POST {base}/attachments`` and ``GET {base}/attachments/{aid}`` (the download).
-Every route asks the owning service, which loads the record through its own visibility
-rule first; the bytes of a file are stored here by content hash (``kit.blobs``) only
-after the service has said the caller may attach that kind, so a refused upload leaves
+Reads come from the gateway's views, after the record itself is found visible to the
+caller (the kit's one access rule), so comments and downloads are authorised exactly
+like their record. Commands go to the owning service, which loads the record through
+its own visibility rule first; their replies are applied to the views before the
+answer. The bytes of a file are stored here by content hash (``kit.blobs``) only after
+the service has said the caller may attach that kind, so a refused upload leaves
 nothing behind.
 """
 
@@ -31,6 +36,7 @@ from werkzeug.wsgi import wrap_file
 
 from contracts.discussion import CommentRequest, OldestFirstPage
 from kit.uploads import ALLOWED_TYPES, MAX_UPLOAD_BYTES, check_upload, sanitize_filename
+from services.gateway import views
 from services.gateway.web import (
     ANY_CALLER,
     STAFF,
@@ -147,11 +153,6 @@ def download(call: Call, meta: dict[str, Any]) -> Response:
     return response
 
 
-def _page(schema_cls: type[Schema], page: dict[str, Any]) -> dict[str, Any]:
-    items = [revive(schema_cls, x) for x in page["items"]]
-    return {"items": items, "next_cursor": page.get("next_cursor")}
-
-
 # --- the routes -----------------------------------------------------------------------
 
 
@@ -171,6 +172,9 @@ def discussion_routes(
     base: str,
     *,
     rpc: str,
+    record: str,
+    record_key: str,
+    load_record: Callable[[Any, Any, str], Any],
     label: str,
     tag: str,
     comment_schema: type[Schema],
@@ -182,24 +186,32 @@ def discussion_routes(
 ) -> DiscussionRoutes:
     """Register the comment and file routes under ``base`` (see the module's doc):
     ``rpc`` is the owning service, ``name`` the discussion's RPC prefix, ``kinds`` the
-    kinds of file it takes (the first is the default)."""
-
-    def service(call: Call) -> Any:
-        return getattr(call.gw, rpc)
+    kinds of file it takes (the first is the default). Reads come from the views
+    (``record`` names the kind of record there, ``load_record(uow, actor, id)`` is the
+    record's view row if the caller may see it, else ``not_found``); the replies of
+    commands are applied to the views before the answer."""
 
     def method(call: Call, operation: str) -> Any:
-        return getattr(service(call), f"{name}{operation}")
+        return getattr(getattr(call.gw, rpc), f"{name}{operation}")
 
     def list_comments(call: Call) -> Any:
-        page = method(call, "list_comments")(call.path["id"], json_safe(call.query))
-        return _page(comment_schema, page)
+        with call.gw.db.unit_of_work() as uow:
+            parent = load_record(uow, call.require_actor(), call.path["id"])
+            limit, cursor = call.query.get("limit"), call.query.get("cursor")
+            rows, next_cursor = views.comments_page(uow, record, parent.id, limit, cursor)
+            items = [views.comment_dict(r, record_key) for r in rows]
+        return {"items": items, "next_cursor": next_cursor}
 
     def add_comment(call: Call) -> Any:
         added = method(call, "add_comment")(call.path["id"], json_safe(call.body))
+        with call.gw.db.unit_of_work() as uow:
+            views.add_comment(uow, record, call.path["id"], added)
         return revive(comment_schema, added)
 
     def delete_comment(call: Call) -> Any:
-        method(call, "delete_comment")(call.path["id"], call.path["cid"])
+        deleted = method(call, "delete_comment")(call.path["id"], call.path["cid"])
+        with call.gw.db.unit_of_work() as uow:
+            views.delete_comment(uow, record, call.path["id"], deleted["id"], deleted["deleted_at"])
         return None
 
     def add_attachment(call: Call) -> Any:
@@ -217,14 +229,25 @@ def discussion_routes(
             "size": len(data),
             "sha256": sha256,
         }
-        return revive(attachment_schema, method(call, "add_attachment")(record_id, meta))
+        added = method(call, "add_attachment")(record_id, meta)
+        with call.gw.db.unit_of_work() as uow:
+            views.add_attachment(uow, record, record_id, added)
+        return revive(attachment_schema, added)
 
     def list_attachments(call: Call) -> Any:
-        page = method(call, "list_attachments")(call.path["id"], json_safe(call.query))
-        return _page(attachment_schema, page)
+        with call.gw.db.unit_of_work() as uow:
+            parent = load_record(uow, call.require_actor(), call.path["id"])
+            limit, cursor = call.query.get("limit"), call.query.get("cursor")
+            rows, next_cursor = views.attachments_page(uow, record, parent.id, limit, cursor)
+            items = [views.attachment_dict(r, record_key) for r in rows]
+        return {"items": items, "next_cursor": next_cursor}
 
     def download_attachment(call: Call) -> Any:
-        meta = method(call, "get_attachment")(call.path["id"], call.path["aid"])
+        """The file, authorised exactly like its record (whoever may see the record)."""
+        with call.gw.db.unit_of_work() as uow:
+            parent = load_record(uow, call.require_actor(), call.path["id"])
+            row = views.attachment_of(uow, record, parent.id, call.path["aid"])
+            meta = views.attachment_dict(row, record_key)
         return download(call, meta)
 
     kinds_text = " or ".join(kinds)

@@ -423,22 +423,6 @@ def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-def action_items(quotes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Quotes awaiting the customer's approval as action items, newest first."""
-    items = [
-        {
-            "kind": "quote_approval",
-            "id": str(q["id"]),
-            "title": f"Quote {q['number']}",
-            "created_at": _when(q["created_at"]),
-            "link": f"/quote-requests/{q['id']}",
-        }
-        for q in quotes
-    ]
-    items.sort(key=lambda i: (i["created_at"], i["id"]), reverse=True)
-    return items
-
-
 def staff_user_event(user: Any) -> dict[str, Any]:
     """Data of ``directory.staff_user.*``: what other services keep about staff."""
     return {

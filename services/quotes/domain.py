@@ -238,20 +238,6 @@ def event_for_transition(target_status: str) -> str:
     return MACHINE.event_for(target_status)
 
 
-def empty_summary() -> dict[str, int]:
-    """Counts per status, every status present (the tabs always show all of them)."""
-    return dict.fromkeys(STATUSES, 0)
-
-
-def summarize(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
-    """``empty_summary()`` filled from ``(status, count)`` rows."""
-    summary = empty_summary()
-    for status, count in counts:
-        if status in summary:
-            summary[status] += count
-    return summary
-
-
 def decision_call_hint(status: str) -> str:
     """Why PATCH refuses a decision status, and which call makes that decision."""
     call = DECISION_CALLS[status]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from contracts import quotes as c
 from kit.schemas import shared
 from services.quotes.models import QuoteRequest
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def number_text(n: int) -> str:
@@ -58,6 +63,11 @@ def event_data(q: QuoteRequest, **extra: Any) -> dict[str, Any]:
         "po_number": q.po_number,
         "reason": q.decision_reason,
         "version": q.version,
+        "created_by_name": q.created_by_name,
+        "decided_on_behalf": q.decided_on_behalf,
+        "decided_at": _when(q.decided_at),
+        "created_at": _when(q.created_at),
+        "updated_at": _when(q.updated_at),
     }
     data.update(extra)
     return data

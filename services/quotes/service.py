@@ -1,7 +1,11 @@
 """Quote requests over RPC. Each entrypoint: parse with a contract schema, apply the
 domain's decision inside one unit of work (state + outbox event), return a dump.
 
-Where the rest lives: the rules in :mod:`~services.quotes.domain`, reads in
+Clients read quote requests from the gateway's views, fed by this service's events
+(each carries the request's whole state); this service answers commands, and pages its
+records out for a rebuild of those views (``snapshot_*``, the system only).
+
+Where the rest lives: the rules in :mod:`~services.quotes.domain`, the snapshot query in
 :mod:`~services.quotes.queries`, loading and numbering in :mod:`~services.quotes.store`,
 the contract's shapes in :mod:`~services.quotes.serialise`; comments and files are the
 kit's discussion (:mod:`kit.discussion_rpc`); ``directory.*`` events keep the local
@@ -13,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from contracts import quotes as c
+from contracts.discussion import SnapshotPage
+from kit.access import require_system
 from kit.db import utcnow
 from kit.discussion_rpc import discussion_entrypoints
 from kit.health import HealthEndpoints
@@ -36,6 +42,11 @@ def _id(value: Any) -> str | None:
     return str(value) if value else None
 
 
+def _by(actor: Any) -> dict[str, Any]:
+    """Who did it, as every ``quote_request.*`` event that names an author says."""
+    return {"author_kind": actor.kind, "author_name": actor.name, "author_id": actor.id}
+
+
 class QuotesService(QuoteDiscussion, HealthEndpoints):  # type: ignore[misc, valid-type]
     name = "quotes"
 
@@ -45,39 +56,17 @@ class QuotesService(QuoteDiscussion, HealthEndpoints):  # type: ignore[misc, val
 
     on_directory_event = directory.handlers.consumer()  # local copies, exactly once
 
-    # --- reads ------------------------------------------------------------------------
+    # --- the snapshot the gateway's read views are rebuilt from -----------------------
     @rpc
-    def list_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
+    def snapshot_quote_requests(self, query: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every request of the tenant, oldest first, page by page (the system only).
+        Clients read the gateway's views, kept from this service's events."""
         actor = self.ctx.require_actor()
-        f = parse(c.QuoteListQuery, query)
+        require_system(actor)
+        f = parse(SnapshotPage, query or {})
         with self.db.unit_of_work() as uow:
-            rows, next_cursor = queries.page_of(uow, actor, f)
+            rows, next_cursor = queries.snapshot_page(uow, f.get("limit"), f.get("cursor"))
             return {"items": [to_dict(q) for q in rows], "next_cursor": next_cursor}
-
-    @rpc
-    def export_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
-        """One page of the export (up to ``EXPORT_PAGE_MAX`` rows, newest first); the
-        gateway follows ``next_cursor`` to the end and streams the CSV as it goes."""
-        actor = self.ctx.require_actor()
-        f = parse(c.QuoteExportQuery, query)
-        with self.db.unit_of_work() as uow:
-            rows, next_cursor = queries.page_of(uow, actor, f, max_limit=c.EXPORT_PAGE_MAX)
-            return {"items": [to_dict(q) for q in rows], "next_cursor": next_cursor}
-
-    @rpc
-    def summarize_quote_requests(self, query: dict[str, Any]) -> dict[str, Any]:
-        actor = self.ctx.require_actor()
-        f = parse(c.QuoteFilters, query)
-        with self.db.unit_of_work() as uow:
-            counts = queries.status_counts(uow, actor, f)
-        return {"counts": counts, "total": sum(counts.values())}
-
-    @rpc
-    def get_quote_request(self, quote_id: str) -> dict[str, Any]:
-        actor = self.ctx.require_actor()
-        with self.db.unit_of_work() as uow:
-            q = store.visible_quote(uow, actor, quote_id)
-            return to_dict(q, store.discussion.attachment_count(uow, q.id))
 
     # --- writes -----------------------------------------------------------------------
     @rpc
@@ -114,7 +103,7 @@ class QuotesService(QuoteDiscussion, HealthEndpoints):  # type: ignore[misc, val
             )
             uow.session.add(q)
             uow.session.flush()
-            uow.emit(new.event, event_data(q, author_kind=actor.kind, author_name=actor.name))
+            uow.emit(new.event, event_data(q, **_by(actor)))
             return to_dict(q, 0)
 
     @rpc
@@ -182,8 +171,6 @@ class QuotesService(QuoteDiscussion, HealthEndpoints):  # type: ignore[misc, val
             store.touch(q)
             uow.emit(
                 decision.event,
-                event_data(
-                    q, previous_status=previous, author_kind=actor.kind, author_name=actor.name
-                ),
+                event_data(q, previous_status=previous, **_by(actor)),
             )
             return to_dict(q, store.discussion.attachment_count(uow, q.id))

@@ -402,24 +402,3 @@ def test_settings_take_only_currencies_money_knows() -> None:
     assert SettingsPatch().load({"currency": "CAD"}) == {"currency": "CAD"}
     for bad in ("usd", "US", "USDX", "U$D", "XYZ"):
         assert "currency" in SettingsPatch().validate({"currency": bad})
-
-
-# --- action required -----------------------------------------------------------------------------
-def test_action_items_newest_first() -> None:
-    q1, q2, q3 = (str(uuid.UUID(int=i)) for i in (21, 22, 23))
-    items = d.action_items(
-        [
-            {"id": q1, "number": "Q-000001", "created_at": "2025-01-01T10:00:00+00:00"},
-            {"id": q2, "number": "Q-000002", "created_at": "2025-03-01T10:00:00Z"},
-            {"id": q3, "number": "Q-000003", "created_at": datetime(2025, 2, 1, tzinfo=UTC)},
-        ]
-    )
-    assert [i["id"] for i in items] == [q2, q3, q1]
-    assert items[0] == {
-        "kind": "quote_approval",
-        "id": q2,
-        "title": "Quote Q-000002",
-        "created_at": datetime(2025, 3, 1, 10, tzinfo=UTC),
-        "link": f"/quote-requests/{q2}",
-    }
-    assert d.action_items([]) == []

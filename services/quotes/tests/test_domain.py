@@ -199,18 +199,6 @@ def test_event_names():
     assert all(name.startswith("quote_request.") for name in d.EVENTS)
 
 
-def test_empty_summary_has_every_status_at_zero():
-    summary = d.empty_summary()
-    assert summary == dict.fromkeys(ALL_STATUSES, 0)
-    summary["pending"] = 5
-    assert d.empty_summary()["pending"] == 0  # a fresh dict every time
-
-
-def test_summarize_fills_the_tabs_and_ignores_unknown_statuses():
-    got = d.summarize([("pending", 3), ("approved", 1), ("archived", 9)])
-    assert got == {**dict.fromkeys(ALL_STATUSES, 0), "pending": 3, "approved": 1}
-
-
 def test_check_version():
     d.check_version(3, 3)
     d.check_version(3, None)

@@ -15,21 +15,26 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from nameko.testing.services import worker_factory
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import IntegrityError
 
 from contracts.events import make_envelope, parse_envelope
-from kit.context import ACTOR_KEY, Actor, Context
+from kit.context import ACTOR_KEY, Actor, Context, system_actor
 from kit.db import DatabaseCore, sa_url
-from kit.errors import NotFound, ValidationFailed
+from kit.errors import Forbidden, NotFound, ValidationFailed
 from kit.handlers import UnsupportedEventVersion
 from kit.providers import WorkerDb
 from services.quotes import directory, domain
-from services.quotes.models import KnownCustomer, KnownStaff, KnownUnit, QuoteRequest, metadata
-from services.quotes.queries import scope_condition
+from services.quotes.models import (
+    KnownCustomer,
+    KnownStaff,
+    KnownUnit,
+    QuoteRequest,
+    metadata,
+    outbox,
+)
+from services.quotes.serialise import to_dict
 from services.quotes.service import QuotesService
 from tests.support import scratch_database
 
@@ -76,6 +81,19 @@ def envelope(kind: str, data: dict[str, Any], tenant: str, occurred_at: datetime
     if occurred_at is not None:
         env["occurred_at"] = occurred_at.isoformat().replace("+00:00", "Z")
     return parse_envelope(env)
+
+
+def stored(core: DatabaseCore, tenant: str, quote_id: str) -> dict[str, Any]:
+    """The request as the quotes service holds it."""
+    with core.unit_of_work(tenant_id=tenant) as uow:
+        return to_dict(uow.session.get(QuoteRequest, quote_id))
+
+
+def outbox_data(core: DatabaseCore, tenant: str) -> list[dict[str, Any]]:
+    """The data of the tenant's events, in the order they were written."""
+    with core.unit_of_work(tenant_id=tenant) as uow:
+        rows = uow.session.execute(select(outbox.c.envelope).order_by(outbox.c.created_at))
+        return [envelope["data"] for (envelope,) in rows]
 
 
 def service_as(core: DatabaseCore, actor: Actor) -> Any:
@@ -237,7 +255,7 @@ def test_assignee_must_be_an_active_staff_member_of_the_tenant(core, who):
     service = shop.service(shop.staff())
     errors = unknown(lambda: service.update_quote_request(quote["id"], {"assigned_to": assignee}))
     assert errors == {"assigned_to": ["unknown or inactive staff member"]}
-    assert service.get_quote_request(quote["id"])["assigned_to"] is None
+    assert stored(core, shop.tenant, quote["id"])["assigned_to"] is None
     done = service.update_quote_request(quote["id"], {"assigned_to": shop.advisor})
     assert done["assigned_to"] == shop.advisor
 
@@ -293,213 +311,78 @@ def test_patch_cannot_decide(core, status):
     service = shop.service(shop.staff("admin"))
     errors = refused(lambda: service.update_quote_request(quote["id"], {"status": status}))
     assert "/approve" in errors["status"][0]
-    assert service.get_quote_request(quote["id"])["status"] == "pending"
+    assert stored(core, shop.tenant, quote["id"])["status"] == "pending"
 
 
-# ------------------------------------------------------ export of every row (item 17)
+# ------------------------------------------- the snapshot the gateway's views read
 
 
-def bulk_quotes(owner, tenant: str, customer: str, n: int, *, start: int = 1, **cols: Any) -> None:
-    """``n`` quote requests inserted in one statement; every three share a created_at
-    so the keyset's tie-break on id is exercised."""
-    with owner.connect() as conn:
-        conn.execute(
-            text(
-                "insert into quotes.quote_requests (id, tenant_id, number, customer_id, unit_id,"
-                " description, status, created_by, created_by_kind, created_by_name,"
-                " created_by_customer, visible_to_customer, decided_on_behalf, version,"
-                " created_at, updated_at)"
-                " select gen_random_uuid(), :t, g, :c, cast(:unit as uuid), 'Bulk ' || g,"
-                " 'pending', coalesce(cast(:by as uuid), gen_random_uuid()), 'staff', '', false,"
-                " :visible, false, 1,"
-                " timestamptz '2030-01-01' - (g / 3) * interval '1 second', now()"
-                " from generate_series(cast(:start as int), :start + :n - 1) g"
-            ),
-            {
-                "t": tenant,
-                "c": customer,
-                "n": n,
-                "start": start,
-                "unit": cols.get("unit_id"),
-                "by": cols.get("created_by"),
-                "visible": cols.get("visible_to_customer", True),
-            },
-        )
-
-
-def export_all(service: Any, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """What the gateway does: follow the pages to the end."""
+def snapshot_all(service: Any, method: str, limit: int = 2) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cursor = None
     while True:
-        page = service.export_quote_requests(
-            {**(query or {}), **({"cursor": cursor} if cursor else {})}
-        )
+        page = getattr(service, method)({"limit": limit, **({"cursor": cursor} if cursor else {})})
         rows.extend(page["items"])
         cursor = page["next_cursor"]
         if not cursor:
             return rows
 
 
-def test_the_export_pages_through_more_than_ten_thousand_rows(core, owner):
-    shop = Shop(core)
-    total = 10_050
-    bulk_quotes(owner, shop.tenant, shop.customer, total)
-    service = shop.service(shop.staff("advisor"))
-    first = service.export_quote_requests({})
-    assert len(first["items"]) == 1000 and first["next_cursor"]
-    rows = export_all(service)
-    assert len(rows) == total
-    assert len({r["id"] for r in rows}) == total
-    numbers = [int(r["number"][2:]) for r in rows]
-    keys = [(r["created_at"], r["id"]) for r in rows]
-    assert keys == sorted(keys, reverse=True)  # newest first, ties by id
-    assert set(numbers) == set(range(1, total + 1))
-    # filters and scope apply to every page
-    assert len(export_all(service, {"q": "Bulk 1000"})) == len(
-        [n for n in numbers if str(n).startswith("1000")]
+def test_the_snapshot_pages_every_record_oldest_first_for_the_system_only(core):
+    shop, other = Shop(core), Shop(core)
+    made = [shop.quote(description=f"Q{i}") for i in range(5)]
+    other.quote()
+    manager = shop.service(shop.staff("manager"))
+    comments = [manager.add_comment(made[0]["id"], {"body": f"c{i}"}) for i in range(3)]
+    deleted = manager.delete_comment(made[0]["id"], comments[1]["id"])
+    manager.add_attachment(
+        made[1]["id"],
+        {
+            "kind": "attachment",
+            "filename": "f.pdf",
+            "content_type": "application/pdf",
+            "size": 1,
+            "sha256": "0" * 64,
+        },
     )
+    system = shop.service(system_actor(shop.tenant))
+    quotes = snapshot_all(system, "snapshot_quote_requests")
+    assert [q["id"] for q in quotes] == [q["id"] for q in made]  # this tenant's, oldest first
+    assert quotes[0] == {k: v for k, v in made[0].items() if k != "attachment_count"}
+    seen = snapshot_all(system, "snapshot_comments")
+    assert [c["body"] for c in seen] == ["c0", "c1", "c2"]  # deleted ones too, marked
+    assert [c["deleted_at"] for c in seen] == [None, deleted["deleted_at"], None]
+    (attachment,) = snapshot_all(system, "snapshot_attachments")
+    assert attachment["quote_request_id"] == made[1]["id"]
+    for who in (shop.staff("admin"), shop.portal()):
+        for method in ("snapshot_quote_requests", "snapshot_comments", "snapshot_attachments"):
+            with pytest.raises(Forbidden):
+                getattr(shop.service(who), method)({})
 
 
-def test_a_portal_user_exports_only_what_it_may_see(core, owner):
-    shop = Shop(core)
-    bulk_quotes(owner, shop.tenant, shop.customer, 5)
-    bulk_quotes(owner, shop.tenant, shop.customer, 3, start=10, visible_to_customer=False)
-    bulk_quotes(owner, shop.tenant, shop.other_customer, 4, start=20)
-    rows = export_all(shop.service(shop.portal()))
-    assert sorted(int(r["number"][2:]) for r in rows) == [1, 2, 3, 4, 5]
-    restricted = export_all(shop.service(shop.portal(units=(shop.unit,))))
-    assert restricted == []
-
-
-# ---------------------------------------------- one scope rule, in Python and SQL (20)
-
-CUSTOMERS = [str(uuid.UUID(int=1)), str(uuid.UUID(int=2))]
-UNITS = [str(uuid.UUID(int=11)), str(uuid.UUID(int=12)), str(uuid.UUID(int=13))]
-WORK_ORDERS = [str(uuid.UUID(int=21)), str(uuid.UUID(int=22))]
-PEOPLE = [str(uuid.UUID(int=31)), str(uuid.UUID(int=32)), str(uuid.UUID(int=33))]
-
-
-@pytest.fixture(scope="module")
-def scope_world(core, owner):
-    """Every combination of the columns the scope reads, in one tenant (and a few rows
-    in a second): (tenant, quote rows as loaded)."""
-    tenant, other = new_id(), new_id()
-    number = 0
-    with owner.connect() as conn:
-        for tenant_id in (tenant, other):
-            for customer in CUSTOMERS:
-                for unit in (None, *UNITS):
-                    for work_order in (None, *WORK_ORDERS):
-                        for visible in (True, False):
-                            for creator in PEOPLE:
-                                if tenant_id == other and creator != PEOPLE[0]:
-                                    continue
-                                number += 1
-                                conn.execute(
-                                    text(
-                                        "insert into quotes.quote_requests (id, tenant_id,"
-                                        " number, customer_id, unit_id, work_order_id,"
-                                        " description, status, created_by, created_by_kind,"
-                                        " created_by_name, created_by_customer,"
-                                        " visible_to_customer, decided_on_behalf, version,"
-                                        " created_at, updated_at) values (gen_random_uuid(),"
-                                        " :t, :n, :c, :u, :w, 'x', 'pending', :by, 'portal',"
-                                        " '', true, :v, false, 1, now(), now())"
-                                    ),
-                                    {
-                                        "t": tenant_id,
-                                        "n": number,
-                                        "c": customer,
-                                        "u": unit,
-                                        "w": work_order,
-                                        "by": creator,
-                                        "v": visible,
-                                    },
-                                )
-    rows: list[QuoteRequest] = []
-    for tenant_id in (tenant, other):
-        with core.unit_of_work(tenant_id=tenant_id) as uow:
-            rows.extend(uow.session.scalars(select(QuoteRequest)))
-    return tenant, other, rows
-
-
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.data())
-def test_the_scope_predicate_and_its_sql_twin_agree(core, scope_world, data):
-    tenant, other, rows = scope_world
-    actor = data.draw(
-        st.builds(
-            Actor,
-            kind=st.sampled_from(["staff", "portal", "token", "system", "robot"]),
-            id=st.sampled_from(PEOPLE[:2]),
-            tenant_id=st.sampled_from([tenant, other]),
-            roles=st.sampled_from([(), ("advisor",)]),
-            customer_id=st.one_of(st.none(), st.sampled_from(CUSTOMERS)),
-            unit_ids=st.one_of(st.none(), st.lists(st.sampled_from(UNITS), unique=True).map(tuple)),
-            work_order_id=st.one_of(st.none(), st.sampled_from(WORK_ORDERS)),
-        )
-    )
-    scope = domain.list_scope(actor)
-    with core.unit_of_work(tenant_id=actor.tenant_id) as uow:
-        in_sql = set(uow.session.scalars(select(QuoteRequest.id).where(scope_condition(scope))))
-    in_python = {q.id for q in rows if scope.matches(q)}
-    assert in_sql == in_python
-
-
-# ---------------------------------------------- comments and attachments pages (21)
-
-
-def test_comments_and_attachments_page_oldest_first(core):
+def test_comment_and_file_events_carry_the_whole_comment_and_file(core):
     shop = Shop(core)
     quote = shop.quote()
     service = shop.service(shop.staff("manager"))
-    bodies = [f"comment {i}" for i in range(5)]
-    made = [service.add_comment(quote["id"], {"body": b}) for b in bodies]
-    service.delete_comment(quote["id"], made[1]["id"])
-    for i in range(3):
-        service.add_attachment(
-            quote["id"],
-            {
-                "kind": "attachment",
-                "filename": f"f{i}.pdf",
-                "content_type": "application/pdf",
-                "size": 1,
-                "sha256": "0" * 64,
-            },
-        )
-
-    def pages(method: Any, limit: int) -> list[list[str]]:
-        out, cursor = [], None
-        while True:
-            query = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-            page = method(quote["id"], query)
-            out.append([x.get("body") or x.get("filename") for x in page["items"]])
-            cursor = page["next_cursor"]
-            if not cursor:
-                return out
-
-    assert pages(service.list_comments, 2) == [
-        ["comment 0", "comment 2"],
-        ["comment 3", "comment 4"],
-    ]
-    assert pages(service.list_attachments, 2) == [["f0.pdf", "f1.pdf"], ["f2.pdf"]]
-    assert service.list_comments(quote["id"])["next_cursor"] is None  # default limit 50
-    with pytest.raises(ValidationFailed):
-        service.list_comments(quote["id"], {"limit": 201})
-    with pytest.raises(ValidationFailed):
-        service.list_attachments(quote["id"], {"cursor": "not-a-cursor"})
-    stranger = shop.service(shop.portal(units=()))  # sees nothing it did not create
-    with pytest.raises(NotFound):
-        stranger.list_comments(quote["id"], {})
-
-
-@pytest.mark.parametrize("term", ["³", "Q-²", "١٢"])  # digits str.isdigit() knows, int() not all
-def test_a_search_for_digits_of_other_scripts_is_text_not_a_number(core, term):
-    shop = Shop(core)
-    shop.quote(description=f"Part {term}")
-    service = shop.service(shop.staff())
-    assert len(service.list_quote_requests({"q": term})["items"]) == 1
-    assert len(service.export_quote_requests({"q": term})["items"]) == 1
+    comment = service.add_comment(quote["id"], {"body": "Tuesday?"})
+    deleted = service.delete_comment(quote["id"], comment["id"])
+    service.add_attachment(
+        quote["id"],
+        {
+            "kind": "quote_document",
+            "filename": "q.pdf",
+            "content_type": "application/pdf",
+            "size": 10,
+            "sha256": "a" * 64,
+        },
+    )
+    added, gone, filed = outbox_data(core, shop.tenant)[-3:]
+    assert added["comment_created_at"] == comment["created_at"]
+    assert added["author_id"] == comment["author_id"]
+    assert gone["comment_deleted_at"] == deleted["deleted_at"]
+    assert (filed["content_type"], filed["size"], filed["sha256"]) == (
+        "application/pdf",
+        10,
+        "a" * 64,
+    )
+    assert added["created_at"] == quote["created_at"]  # and the request's whole state
