@@ -497,6 +497,118 @@ def test_notify_killed_mid_burst_loses_nothing(cluster: Cluster) -> None:
     assert sum(v - 1 for v in duplicates.values()) <= len(in_flight)
 
 
+# ------------------------------------------- the read views and the stream (issue 8)
+# The gateway's views and stream log are fed by one queue that every gateway replica
+# consumes. A replica is SIGKILLed in the middle of a burst of writes and then RabbitMQ
+# restarts: afterwards every view row equals the service's row, column for column, and
+# the stream log holds every event (none lost within its retention).
+
+N_VIEW_WRITES = 60
+
+_QUOTE_COLUMNS = (
+    "id, tenant_id, number, customer_id, unit_id, work_order_id, description, status,"
+    " created_by, created_by_name, created_by_customer, visible_to_customer, assigned_to,"
+    " po_number, decision_reason, decided_on_behalf, decided_at, version, created_at,"
+    " updated_at"
+)
+_VIEWS_EQUAL = {
+    "quote requests": (
+        f"select {_QUOTE_COLUMNS} from quotes.quote_requests",
+        f"select {_QUOTE_COLUMNS} from gateway.quote_request_views",
+    ),
+    "comments": (
+        "select id, tenant_id, quote_request_id, author_kind, author_id, author_name, body,"
+        " created_at, deleted_at is not null from quotes.comments",
+        "select id, tenant_id, record_id, author_kind, author_id, author_name, body,"
+        " created_at, deleted_at is not null from gateway.comment_views"
+        " where record = 'quote_request'",
+    ),
+    "attachments": (
+        "select id, tenant_id, quote_request_id, kind, filename, content_type, size, sha256,"
+        " uploaded_by_name, created_at from quotes.attachments",
+        "select id, tenant_id, record_id, kind, filename, content_type, size, sha256,"
+        " uploaded_by_name, created_at from gateway.attachment_views"
+        " where record = 'quote_request'",
+    ),
+}
+
+
+def _view_differences(cluster: Cluster) -> dict[str, int]:
+    """Rows in one side and not the other, per view (0 everywhere: equal)."""
+    out = {}
+    for name, (owner, view) in _VIEWS_EQUAL.items():
+        rows = cluster.sql(
+            f"select count(*) from (({owner}) except ({view})"
+            f" union all (({view}) except ({owner}))) as d"
+        )
+        out[name] = rows[0][0]
+    return out
+
+
+def _events_missing_from_the_stream(cluster: Cluster) -> int:
+    return cluster.sql(
+        "select count(*) from quotes.outbox o where not exists"
+        " (select 1 from gateway.stream_events s where s.event_id = o.id)"
+    )[0][0]
+
+
+def test_views_and_stream_survive_a_killed_replica_and_a_broker_restart(
+    cluster: Cluster,
+) -> None:
+    port = support.free_port()
+    second = Process(
+        [sys.executable, "-m", "portico.cli", "run", "gateway"],
+        {**cluster.service_env, "PORT": str(port)},
+        cluster.env.tmp / "gateway-2.log",
+    ).start()
+    cluster.procs["gateway-2"] = second
+    wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=second)
+    portal, advisor = cluster.portal(), cluster.staff("advisor")
+    made: list[str] = []
+    failed: list[str] = []
+
+    def burst() -> None:
+        for i in range(N_VIEW_WRITES):
+            try:
+                if i % 3 == 0 or not made:
+                    r = portal.post("/quote-requests", {"description": f"views {i}"})
+                    if r.status_code == 201:
+                        made.append(r.json()["id"])
+                else:
+                    qid = made[i % len(made)]
+                    r = advisor.post(f"/quote-requests/{qid}/comments", {"body": f"c{i}"})
+                if r.status_code not in (201, 503):
+                    failed.append(f"{r.status_code} {r.text[:200]}")
+            except requests.RequestException as exc:  # the broker is away: a refused write
+                failed.append(f"{exc}")
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    cluster.eventually(lambda: len(made) >= 5, "the burst under way", timeout=60)
+    second.kill()  # a view updater dies holding whatever it had not acked
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
+    time.sleep(OUTAGE_SECONDS)
+    subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
+    subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True, timeout=120)
+    sender.join(timeout=180)
+    assert not [f for f in failed if not f.startswith("503")], failed
+    assert len(made) >= 10
+
+    cluster.eventually(lambda: _unpublished(cluster) == 0, "outboxes published", timeout=120)
+    cluster.eventually(
+        lambda: set(_view_differences(cluster).values()) == {0},
+        "views equal to the services' rows",
+        timeout=120,
+    )
+    assert cluster.sql("select count(*) from gateway.quote_request_views")[0][0] >= len(made)
+    cluster.eventually(
+        lambda: _events_missing_from_the_stream(cluster) == 0,
+        "every event in the stream log",
+        timeout=60,
+    )
+
+
 # ------------------------------------------------------------- PostgreSQL restarted
 # A private PostgreSQL cluster (never the machine's: other test runs share that one),
 # restarted with ``pg_ctl restart -m fast`` while the gateway and quotes serve a stream
