@@ -217,12 +217,7 @@ def export_quote_requests(call: Call) -> Any:
 )
 def get_quote_request(call: Call) -> Any:
     with call.gw.db.unit_of_work() as uow:
-        row = views.visible_quote(uow, call.require_actor(), call.path["id"])
-        count = views.attachment_count(uow, views.QUOTE_REQUEST, row.id)
-        item = {
-            **views.quote_dict(row, count),
-            "customer_name": _customer_name(uow, row.customer_id),
-        }
+        item = views.quote_detail(uow, call.require_actor(), call.path["id"])
     return quote_response(item)
 
 

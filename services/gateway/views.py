@@ -34,7 +34,13 @@ from kit.context import Actor
 from kit.db import UnitOfWork, utcnow
 from kit.errors import NotFound
 from kit.ids import is_uuid
-from services.gateway.models import AttachmentView, CommentView, QuoteRequestView, ViewBuild
+from services.gateway.models import (
+    AttachmentView,
+    CommentView,
+    Customer,
+    QuoteRequestView,
+    ViewBuild,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +258,28 @@ def visible_quote(uow: UnitOfWork, actor: Actor, quote_id: str) -> QuoteRequestV
     if row is None or not Scope.of(actor).matches(row, QUOTE_FIELDS):
         raise NotFound("No such quote request.")
     return row
+
+
+def quote_detail(uow: UnitOfWork, actor: Actor, quote_id: str) -> dict[str, Any]:
+    """The request as ``GET /quote-requests/{id}`` shows it (with its customer's name
+    and how many files it has), in one statement; ``not_found`` if not the caller's."""
+    found = None
+    if is_uuid(quote_id):
+        files = (
+            select(func.count())
+            .where(AttachmentView.record == QUOTE_REQUEST, AttachmentView.record_id == quote_id)
+            .scalar_subquery()
+        )
+        name = (
+            select(Customer.name).where(Customer.id == QuoteRequestView.customer_id)
+        ).scalar_subquery()
+        found = uow.session.execute(
+            select(QuoteRequestView, name, files).where(QuoteRequestView.id == quote_id)
+        ).first()
+    if found is None or not Scope.of(actor).matches(found[0], QUOTE_FIELDS):
+        raise NotFound("No such quote request.")
+    row, customer_name, count = found
+    return {**quote_dict(row, int(count)), "customer_name": customer_name}
 
 
 def _filtered(stmt: Any, f: Mapping[str, Any]) -> Any:
