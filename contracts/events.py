@@ -325,6 +325,44 @@ class LinkIssuedEvent(Schema):
     expires_at = fields.String(required=True)
 
 
+class NotificationCreated(Schema):
+    """Data of ``notification.created``: one new item of one person's in-app feed (a
+    staff member's, or a customer's, read by each of its portal accounts), whole.
+    Items never change once stored; ``version`` is 1 (a later change would raise it).
+    Per person: a private event (see ``PRIVATE_EVENTS``)."""
+
+    notification_id = fields.UUID(required=True)
+    recipient_kind = fields.String(required=True, validate=validate.OneOf(["staff", "customer"]))
+    recipient_id = fields.UUID(required=True)
+    unit_id = fields.UUID(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Its unit: an account restricted to units sees only theirs"},
+    )
+    event_id = fields.UUID(required=True, metadata={"description": "The event that caused it"})
+    event_type = fields.String(required=True)
+    record_type = fields.String(required=True)
+    record_id = fields.UUID(allow_none=True, load_default=None)
+    title = fields.String(required=True)
+    body = fields.String(required=True)
+    link = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    version = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class NotificationsRead(Schema):
+    """Data of ``notification.read``: one reader marked these items of its feed read
+    (each portal account of a customer reads for itself). A mark is never undone and
+    keeps the first ``read_at``. Per person: a private event (see ``PRIVATE_EVENTS``)."""
+
+    reader_kind = fields.String(required=True, validate=validate.OneOf(["staff", "portal"]))
+    reader_id = fields.UUID(required=True)
+    read_at = fields.DateTime(required=True)
+    notification_ids = fields.List(
+        fields.UUID(), required=True, validate=validate.Length(min=1, max=500)
+    )
+
+
 # type -> (payload schema, one-line meaning), published by the quotes service
 QUOTE_EVENTS: dict[str, tuple[type[Schema], str]] = {
     "quote_request.created": (QuoteRequestCreated, "A quote request was created."),
@@ -389,12 +427,24 @@ EVENTS: dict[str, tuple[type[Schema], str, str]] = {
         "gateway",
         "An invitation or password-reset link was issued (private: carries a secret).",
     ),
+    "notification.created": (
+        NotificationCreated,
+        "notify",
+        "An item was added to one person's in-app feed (private: per person).",
+    ),
+    "notification.read": (
+        NotificationsRead,
+        "notify",
+        "A reader marked items of its in-app feed read (private: per person).",
+    ),
 }
 
-# Events that carry secrets or personal sign-in data: consumed by Portico's own services
-# only, never republished to integrations, and their message bodies are never shown in
-# the delivery log.
-PRIVATE_EVENTS: frozenset[str] = frozenset({"auth.link_issued"})
+# Events that carry secrets, personal sign-in data or one person's in-app feed: consumed
+# by Portico's own services only, never republished to integrations nor shown on the live
+# stream, and their message bodies are never shown in the delivery log.
+PRIVATE_EVENTS: frozenset[str] = frozenset(
+    {"auth.link_issued", "notification.created", "notification.read"}
+)
 
 
 class UnknownEvent(ValueError):

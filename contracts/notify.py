@@ -1,5 +1,6 @@
 """RPC payloads of the notify service: the staff delivery log (``GET /deliveries``) and
-the in-app feed (``GET /notifications``)."""
+the in-app feed (``GET /notifications``, read by the gateway from its feed view; the
+marks go to notify, whose reply is :class:`ReadMarks`)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,18 @@ class NotificationPage(Schema):
     items = fields.List(fields.Nested(NotificationSchema), required=True)
     next_cursor = Str(allow_none=True, required=True)
     unread_count = fields.Integer(required=True)
+
+
+class ReadMarks(Schema):
+    """What ``mark_read`` and ``mark_all_read`` answer (and ``notification.read``
+    carries): the items now read by this reader and when. The gateway applies it to its
+    feed view before answering, so the caller reads its own write at once. A mark keeps
+    the first ``read_at``; ``notification_ids`` may be empty (nothing was unread)."""
+
+    reader_kind = Str(required=True, validate=validate.OneOf(["staff", "portal"]))
+    reader_id = fields.UUID(required=True)
+    read_at = fields.DateTime(required=True)
+    notification_ids = fields.List(fields.UUID(), required=True)
 
 
 # ------------------------------------------------------------------ email attachments

@@ -1,5 +1,7 @@
-"""The delivery log (every email and SMS sent, with status and retries) and the in-app
-feed (``/notifications``), from notify."""
+"""The delivery log (every email and SMS sent, with status and retries), from notify, and
+the in-app feed (``/notifications``): read from the gateway's feed view
+(:mod:`services.gateway.feed`, kept from notify's events), marked read by RPC to notify,
+whose reply is applied to the view before the answer (read-your-writes)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from contracts.notify import (
     DeliverySchema,
     NotificationListQuery,
     NotificationPage,
-    NotificationSchema,
 )
-from services.gateway.web import STAFF, Call, revive, route
+from services.gateway import feed
+from services.gateway.web import STAFF, Call, route
 
 FEED_CALLERS = ("staff", "portal")
 TAG = "notifications"
@@ -42,8 +44,8 @@ def list_deliveries(call: Call) -> Any:
     response=NotificationPage,
 )
 def list_notifications(call: Call) -> Any:
-    page = call.gw.notify.list_notifications(call.query)
-    return {**page, "items": [revive(NotificationSchema, item) for item in page["items"]]}
+    with call.gw.db.unit_of_work() as uow:
+        return feed.feed_page(uow, call.require_actor(), call.query)
 
 
 @route(
@@ -56,7 +58,9 @@ def list_notifications(call: Call) -> Any:
     errors=(404,),
 )
 def mark_read(call: Call) -> Any:
-    call.gw.notify.mark_read(call.path["id"])
+    marks = call.gw.notify.mark_read(call.path["id"])  # notify decides: not yours is 404
+    with call.gw.db.unit_of_work() as uow:
+        feed.apply_marks(uow, marks)
 
 
 @route(
@@ -68,4 +72,6 @@ def mark_read(call: Call) -> Any:
     status=204,
 )
 def mark_all_read(call: Call) -> Any:
-    call.gw.notify.mark_all_read()
+    marks = call.gw.notify.mark_all_read()
+    with call.gw.db.unit_of_work() as uow:
+        feed.apply_marks(uow, marks)

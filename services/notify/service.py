@@ -5,31 +5,32 @@ the tenant settings notify acts on. An event that notifies someone is planned on
 (:func:`domain.plan_deliveries`) in the transaction that records it as processed: email
 and SMS become ``deliveries`` rows (one per recipient and channel, deduplicated by
 ``delivery_key``) holding the template context, in-app becomes ``notifications`` rows
-(rendered from the built-in templates). Rendering messages, which may run a tenant's
-template overrides, and sending happen after the commit: a sender claims rows with a
-lease, renders them (:mod:`services.notify.sending`), hands them to SMTP or the SMS
-gateway, then records the outcome. A sweep on a timer sends whatever is due and
+(rendered from the built-in templates; the feed, its marks and the events that keep the
+gateway's feed view are in :mod:`services.notify.feed`). Rendering messages, which may
+run a tenant's template overrides, and sending happen after the commit: a sender claims
+rows with a lease, renders them (:mod:`services.notify.sending`), hands them to SMTP or
+the SMS gateway, then records the outcome. A sweep on a timer sends whatever is due and
 whatever a crashed sender left behind once its lease expired.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
-from sqlalchemy import Table, and_, case, func, literal, or_, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from contracts import notify as c
 from kit import pagination
+from kit.access import require_system
 from kit.config import env_float, read_settings
 from kit.context import Actor
 from kit.db import DatabaseCore, UnitOfWork
-from kit.errors import Forbidden, NotFound, ValidationFailed
+from kit.errors import Forbidden
 from kit.facts import occurred_at, upsert_newer
 from kit.handlers import Handlers
 from kit.health import HealthEndpoints
@@ -39,12 +40,17 @@ from kit.providers import Database, RequestContext, WorkerDb, rpc
 from kit.schemas import parse as load_payload
 from services.notify import attachments, domain
 from services.notify.channels import TEMPLATE_DIR, Renderer
+from services.notify.feed import (
+    mark_all_read,
+    mark_read,
+    notification_page,
+    notification_snapshot,
+    store_in_app,
+)
 from services.notify.models import (
     Contact,
     Customer,
     Delivery,
-    Notification,
-    NotificationRead,
     StaffMember,
     Tenant,
     TenantSettings,
@@ -70,7 +76,6 @@ _DIRECTORY: dict[str, tuple[Any, tuple[str, ...]]] = {
 }
 
 _T = cast(Table, Delivery.__table__)
-_N = cast(Table, Notification.__table__)
 
 
 handlers = Handlers("notify")
@@ -190,7 +195,7 @@ def _store_plan(
     for recipient, channel in plan:
         ctx = Renderer.context(shown, recipient, tenant_name=tenant_name, portal_base=portal_base)
         if channel == domain.IN_APP:
-            _store_in_app(
+            store_in_app(
                 uow, event, recipient, built_in.render_context(ctx, ("subject", "in_app")), ctx
             )
             continue
@@ -223,33 +228,6 @@ def _audiences(event_type: str) -> set[str]:
     return {rule.audience for rule in domain.NOTIFICATION_RULES.get(event_type, ())}
 
 
-def _store_in_app(
-    uow: UnitOfWork,
-    event: dict[str, Any],
-    recipient: domain.Recipient,
-    message: Any,
-    ctx: dict[str, Any],
-) -> None:
-    data = event["data"]
-    record_type, record_id = domain.record_of(event["type"], data)
-    stmt = pg_insert(_N).values(
-        id=new_id(),
-        tenant_id=uow.tenant_id,
-        recipient_kind=recipient.kind,
-        recipient_id=recipient.id,
-        unit_id=data.get("unit_id"),
-        event_id=event["id"],
-        event_type=event["type"],
-        record_type=record_type,
-        record_id=record_id,
-        title=message.subject,
-        body=message.in_app,
-        link=ctx["portal_url"],
-        created_at=func.now(),
-    )
-    uow.session.execute(stmt.on_conflict_do_nothing())
-
-
 # ------------------------------------------------------------------------- reading
 
 
@@ -269,136 +247,6 @@ def delivery_page(uow: UnitOfWork, actor: Actor, query: dict[str, Any]) -> dict[
         "items": [schema.dump({k: getattr(d, k) for k in schema.fields}) for d in rows],
         "next_cursor": next_cursor,
     }
-
-
-def _feed_owner(actor: Actor) -> domain.FeedOwner:
-    try:
-        return domain.feed_owner(actor.kind, actor.id, actor.customer_id, actor.unit_ids)
-    except domain.NoFeed as exc:
-        raise Forbidden("Only staff and portal users have an in-app feed.") from exc
-
-
-def _in_feed(uow: UnitOfWork, owner: domain.FeedOwner) -> Any:
-    """The items of the owner's feed (a restricted portal account: its units, or none)."""
-    clauses = [
-        Notification.tenant_id == uow.tenant_id,
-        Notification.recipient_kind == owner.recipient_kind,
-        Notification.recipient_id == owner.recipient_id,
-    ]
-    if owner.unit_ids is not None:
-        clauses.append(
-            or_(Notification.unit_id.is_(None), Notification.unit_id.in_(owner.unit_ids))
-        )
-    return and_(*clauses)
-
-
-def _own_mark(owner: domain.FeedOwner) -> Any:
-    return and_(
-        NotificationRead.tenant_id == Notification.tenant_id,
-        NotificationRead.notification_id == Notification.id,
-        NotificationRead.reader_kind == owner.reader_kind,
-        NotificationRead.reader_id == owner.reader_id,
-    )
-
-
-def notification_page(uow: UnitOfWork, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
-    """The caller's in-app feed, unread first then newest first, with its unread count."""
-    owner = _feed_owner(actor)
-    f = load_payload(c.NotificationListQuery, query)
-    limit = f["limit"]
-    is_read = case((NotificationRead.read_at.is_(None), 0), else_=1)
-    stmt = (
-        select(Notification, NotificationRead.read_at)
-        .outerjoin(NotificationRead, _own_mark(owner))
-        .where(_in_feed(uow, owner))
-    )
-    if f.get("cursor"):
-        try:
-            read, created_at, item_id = domain.decode_feed_cursor(f["cursor"])
-        except ValueError as exc:
-            raise ValidationFailed(
-                "The cursor is not valid.", {"cursor": ["not a cursor"]}
-            ) from exc
-        after = or_(
-            Notification.created_at < created_at,
-            and_(Notification.created_at == created_at, Notification.id < item_id),
-        )
-        stmt = stmt.where(or_(is_read > int(read), and_(is_read == int(read), after)))
-    stmt = stmt.order_by(is_read, Notification.created_at.desc(), Notification.id.desc())
-    rows = uow.session.execute(stmt.limit(limit + 1)).all()
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = None
-    if more:
-        last, last_read_at = page[-1]
-        next_cursor = domain.encode_feed_cursor(last_read_at is not None, last.created_at, last.id)
-    unread = uow.session.scalar(
-        select(func.count(Notification.id))
-        .outerjoin(NotificationRead, _own_mark(owner))
-        .where(_in_feed(uow, owner), NotificationRead.read_at.is_(None))
-    )
-    schema = c.NotificationSchema()
-    items = [
-        schema.dump(
-            {
-                **{k: getattr(n, k) for k in schema.fields if hasattr(Notification, k)},
-                "read": read_at is not None,
-                "read_at": read_at,
-            }
-        )
-        for n, read_at in page
-    ]
-    return {"items": items, "next_cursor": next_cursor, "unread_count": int(unread or 0)}
-
-
-def _writable_feed(actor: Actor) -> domain.FeedOwner:
-    owner = _feed_owner(actor)
-    if actor.read_only:
-        raise Forbidden("A preview is read-only.")
-    return owner
-
-
-def mark_read(uow: UnitOfWork, actor: Actor, notification_id: str) -> None:
-    """Mark one item of the caller's feed read (again: no change)."""
-    owner = _writable_feed(actor)
-    try:
-        wanted = str(uuid.UUID(str(notification_id)))
-    except ValueError as exc:
-        raise NotFound("No such notification.") from exc
-    found = uow.session.scalar(
-        select(Notification.id).where(_in_feed(uow, owner), Notification.id == wanted)
-    )
-    if found is None:
-        raise NotFound("No such notification.")
-    uow.session.execute(
-        pg_insert(NotificationRead)
-        .values(
-            tenant_id=uow.tenant_id,
-            notification_id=wanted,
-            reader_kind=owner.reader_kind,
-            reader_id=owner.reader_id,
-            read_at=func.now(),
-        )
-        .on_conflict_do_nothing()
-    )
-
-
-def mark_all_read(uow: UnitOfWork, actor: Actor) -> None:
-    """Mark every item of the caller's feed read, in one statement."""
-    owner = _writable_feed(actor)
-    unread = select(
-        Notification.tenant_id,
-        Notification.id,
-        literal(owner.reader_kind),
-        literal(owner.reader_id),
-        func.now(),
-    ).where(_in_feed(uow, owner))
-    uow.session.execute(
-        pg_insert(NotificationRead)
-        .from_select(
-            ["tenant_id", "notification_id", "reader_kind", "reader_id", "read_at"], unread
-        )
-        .on_conflict_do_nothing()
-    )
 
 
 # ------------------------------------------------------------------------- service
@@ -461,13 +309,22 @@ class NotifyService(HealthEndpoints):
             return notification_page(uow, actor, query)
 
     @rpc
-    def mark_read(self, notification_id: str) -> None:
+    def mark_read(self, notification_id: str) -> dict[str, Any]:
         actor = self.ctx.require_actor()
         with self._db.unit_of_work() as uow:
-            mark_read(uow, actor, notification_id)
+            return mark_read(uow, actor, notification_id)
 
     @rpc
-    def mark_all_read(self) -> None:
+    def mark_all_read(self) -> dict[str, Any]:
         actor = self.ctx.require_actor()
         with self._db.unit_of_work() as uow:
-            mark_all_read(uow, actor)
+            return mark_all_read(uow, actor)
+
+    @rpc
+    def snapshot_notifications(self, query: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every in-app item of the tenant with its readers' marks, oldest first, page by
+        page (the system only): what the gateway's feed view is rebuilt from."""
+        actor = self.ctx.require_actor()
+        require_system(actor)
+        with self._db.unit_of_work() as uow:
+            return notification_snapshot(uow, query or {})

@@ -20,7 +20,7 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import ProgrammingError
 
-from contracts.events import make_envelope, parse_envelope
+from contracts.events import PRIVATE_EVENTS, make_envelope, parse_envelope, validate_data
 from kit.context import ACTOR_KEY, Actor, Context
 from kit.db import DatabaseCore, sa_url
 from kit.errors import Forbidden, NotFound, ValidationFailed
@@ -980,3 +980,135 @@ def test_overrides_render_after_the_event_transaction_within_bounds(
     assert all(
         "quote_request.approval_requested/subject failed" in i["template_error"] for i in logged
     )
+
+
+# ------------------------------------------- the events that keep the gateway's feed view
+
+
+def outbox(admin, tenant, event_type):
+    """The envelopes of ``event_type`` in the tenant's outbox, oldest first."""
+    with admin.connect() as conn:
+        return [
+            row.envelope
+            for row in conn.execute(
+                text(
+                    "select envelope from notify.outbox where tenant_id = :t and type = :k"
+                    " order by created_at, id"
+                ),
+                {"t": tenant, "k": event_type},
+            )
+        ]
+
+
+def test_each_in_app_item_stored_is_emitted_whole_once(core, renderer, admin):
+    shop = Shop(core, renderer)
+    unit = str(uuid.uuid4())
+    envelope = shop.quote_event(unit_id=unit)
+    shop.handle(envelope)
+    shop.handle(envelope)  # redelivered: the ledger skips it
+    portal = portal_actor(shop)
+    [item] = feed(core, portal)["items"]
+    [created] = outbox(admin, shop.tenant, "notification.created")
+    assert created["tenant_id"] == shop.tenant
+    assert created["causation_id"] == envelope["id"]  # same unit of work as the item
+    data = created["data"]
+    assert data == {
+        "notification_id": item["id"],
+        "recipient_kind": "customer",
+        "recipient_id": shop.customer,
+        "unit_id": unit,
+        "event_id": envelope["id"],
+        "event_type": envelope["type"],
+        "record_type": "quote_request",
+        "record_id": envelope["data"]["quote_request_id"],
+        "title": item["title"],
+        "body": item["body"],
+        "link": item["link"],
+        "created_at": data["created_at"],
+        "version": 1,
+    }
+    assert datetime.fromisoformat(data["created_at"]) == datetime.fromisoformat(item["created_at"])
+    assert "notification.created" in PRIVATE_EVENTS and "notification.read" in PRIVATE_EVENTS
+
+
+def test_a_mark_answers_its_read_at_and_is_emitted_once(core, renderer, admin):
+    shop = Shop(core, renderer)
+    shop.handle(shop.quote_event())
+    reader = portal_actor(shop)
+    [item] = feed(core, reader)["items"]
+    with core.unit_of_work(reader) as uow:
+        first = mark_read(uow, reader, item["id"])
+    assert first["reader_kind"] == "portal" and first["reader_id"] == reader.id
+    assert first["notification_ids"] == [item["id"]]
+    with core.unit_of_work(reader) as uow:
+        again = mark_read(uow, reader, item["id"])
+    assert again == first  # the first read_at stands
+    [read] = outbox(admin, shop.tenant, "notification.read")
+    assert read["data"] == first
+    assert feed(core, reader)["items"][0]["read_at"] is not None
+
+
+def test_read_all_answers_and_emits_the_items_it_marked_in_batches(
+    core, renderer, admin, monkeypatch
+):
+    from services.notify import feed as notify_feed
+
+    monkeypatch.setattr(notify_feed, "READ_EVENT_BATCH", 2)
+    shop = Shop(core, renderer)
+    for _ in range(5):
+        shop.handle(shop.quote_event())
+    reader = portal_actor(shop)
+    items = feed(core, reader)["items"]
+    with core.unit_of_work(reader) as uow:
+        mark_read(uow, reader, items[0]["id"])
+    with core.unit_of_work(reader) as uow:
+        marks = mark_all_read(uow, reader)
+    assert sorted(marks["notification_ids"]) == sorted(i["id"] for i in items[1:])
+    reads = outbox(admin, shop.tenant, "notification.read")
+    assert [len(r["data"]["notification_ids"]) for r in reads] == [1, 2, 2]
+    assert {r["data"]["read_at"] for r in reads[1:]} == {marks["read_at"]}
+    with core.unit_of_work(reader) as uow:
+        nothing = mark_all_read(uow, reader)
+    assert nothing["notification_ids"] == [] and nothing["read_at"]
+    assert len(outbox(admin, shop.tenant, "notification.read")) == 3  # no new event
+
+
+def test_the_snapshot_pages_every_item_with_its_marks_for_the_system_only(core, renderer):
+    shop = Shop(core, renderer)
+    for _ in range(3):
+        shop.handle(shop.quote_event())
+    reader = portal_actor(shop)
+    newest = feed(core, reader)["items"][0]
+    with core.unit_of_work(reader) as uow:
+        marks = mark_read(uow, reader, newest["id"])
+
+    def service_as(actor):
+        context = Context(SimpleNamespace(data={ACTOR_KEY: actor.to_json()}))
+        return worker_factory(NotifyService, db=WorkerDb(core, context), ctx=context)
+
+    system = Actor(kind="system", id="system", tenant_id=shop.tenant)
+    service = service_as(system)
+    first = service.snapshot_notifications({"limit": 2})
+    rest = service.snapshot_notifications({"limit": 2, "cursor": first["next_cursor"]})
+    assert rest["next_cursor"] is None
+    items = first["items"] + rest["items"]
+    assert len(items) == 3
+    assert [i["created_at"] for i in items] == sorted(i["created_at"] for i in items)
+    by_id = {i["notification_id"]: i for i in items}
+    assert by_id[newest["id"]]["reads"] == [
+        {
+            "reader_kind": "portal",
+            "reader_id": reader.id,
+            "read_at": by_id[newest["id"]]["reads"][0]["read_at"],
+        }
+    ]
+    assert datetime.fromisoformat(
+        by_id[newest["id"]]["reads"][0]["read_at"]
+    ) == datetime.fromisoformat(marks["read_at"])
+    for item in items:  # the shape of notification.created, plus the marks
+        assert validate_data(
+            "notification.created", {k: v for k, v in item.items() if k != "reads"}
+        )
+    for caller in (shop.staff_actor(), reader):
+        with pytest.raises(Forbidden):
+            service_as(caller).snapshot_notifications({})
