@@ -629,6 +629,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 
@@ -636,6 +637,7 @@ from contracts.$name import EVENTS as CONTRACTED
 from kit.context import Actor
 from kit.errors import Forbidden, InvalidTransition, NotFound, ValidationFailed
 from services.$name import domain as d
+from tests import factories
 
 TENANT = str(uuid.UUID(int=1))
 CUSTOMER = str(uuid.UUID(int=2))
@@ -649,12 +651,12 @@ class Row:
     status: str = d.OPEN
 
 
-def staff(*roles: str, tenant: str = TENANT, read_only: bool = False) -> Actor:
-    return Actor(kind="staff", id="s-1", tenant_id=tenant, roles=roles, read_only=read_only)
+# The shared caller factories (tests/factories.py), with this module's tenant and customer.
+staff = partial(factories.staff, tenant=TENANT)
 
 
 def portal(customer: str = CUSTOMER) -> Actor:
-    return Actor(kind="portal", id="p-1", tenant_id=TENANT, customer_id=customer)
+    return factories.portal(customer, tenant=TENANT)
 
 
 def test_staff_create_an_open_record_with_a_trimmed_title() -> None:

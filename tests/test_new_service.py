@@ -230,3 +230,11 @@ def test_longest_name_keeps_hand_kept_files_formatted(copy: Copy, tmp_path: Path
     config = str(copy.root / "pyproject.toml")
     done = _run(copy.root, str(BIN / "ruff"), "format", "--config", config, "--diff", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_generated_tests_build_their_callers_with_the_shared_factories(copy: Copy) -> None:
+    """A new service's tests take their actors from tests/factories.py, like every
+    service's, instead of building :class:`kit.context.Actor` themselves."""
+    text = (copy.root / "services" / NAME / "tests" / "test_domain.py").read_text()
+    assert "from tests import factories" in text
+    assert "Actor(" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from kit.access import Scope
 from kit.context import PORTAL_PERMISSIONS, STAFF_ROLES, Actor
 from kit.errors import Forbidden, ValidationFailed, VersionConflict, status_for
 from services.gateway import domain as d
+from tests import factories
 
 TENANT = str(uuid.UUID(int=1))
 CUSTOMER = str(uuid.UUID(int=2))
@@ -27,19 +29,17 @@ UNIT_B = str(uuid.UUID(int=12))
 uuids = st.uuids().map(str)
 
 
-def staff(*roles: str, id: str = USER) -> Actor:
-    return Actor(kind="staff", id=id, tenant_id=TENANT, roles=roles, name="Ada Admin")
+staff = partial(factories.staff, tenant=TENANT, id=USER, name="Ada Admin")
 
 
 def portal(unit_ids: tuple[str, ...] | None = None, read_only: bool = False) -> Actor:
-    return Actor(
-        kind="portal",
-        id=USER,
-        tenant_id=TENANT,
+    return factories.portal(
+        CUSTOMER,
+        tenant=TENANT,
         permissions=("quotes.approve",),
-        customer_id=CUSTOMER,
-        unit_ids=unit_ids,
+        units=unit_ids,
         read_only=read_only,
+        id=USER,
         name="Pat",
     )
 
@@ -288,11 +288,11 @@ def test_customer_and_unit_scope() -> None:
     # a unit-restricted account still sees its own customer, even limited to no units
     assert sees_customer(portal((UNIT_A,)), CUSTOMER) and sees_customer(portal(()), CUSTOMER)
     assert not sees_customer(portal((UNIT_A,)), OTHER_CUSTOMER)
-    token = Actor(kind="token", id=USER, tenant_id=TENANT, customer_id=CUSTOMER)
+    token = factories.token(None, tenant=TENANT, customer=CUSTOMER, id=USER)
     assert not sees_customer(token, CUSTOMER)
     holder = replace(token, work_order_id=str(uuid.UUID(int=21)))
     assert not sees_customer(holder, CUSTOMER) and units_seen(holder) == set()
-    customerless = Actor(kind="portal", id=USER, tenant_id=TENANT)
+    customerless = factories.portal(None, tenant=TENANT, id=USER)
     assert not sees_customer(customerless, CUSTOMER) and units_seen(customerless) == set()
     assert units_seen(staff("admin")) == {UNIT_A, UNIT_B}
     assert units_seen(staff("admin"), OTHER_CUSTOMER) == {UNIT_A, UNIT_B}

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from contracts.events import make_envelope, parse_envelope
 from kit.context import Actor
 from kit.errors import NotFound
 from services.gateway import actions, views
 from services.gateway.models import QuoteRequestView, ViewBuild, metadata
+from tests import factories
+from tests.factories import new_id
 from tests.support import scratch_service
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -30,10 +31,6 @@ T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 def db():
     with scratch_service("gateway", metadata, autocommit=True) as scratch:
         yield scratch
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def record(**overrides: Any) -> dict[str, Any]:
@@ -59,16 +56,7 @@ def event_of(tenant: str, rec: dict[str, Any], kind: str = "updated", **extra: A
     }
     if kind == "updated":
         data["previous_status"] = rec["status"]
-    return parse_envelope(
-        make_envelope(
-            f"quote_request.{kind}",
-            data,
-            tenant_id=tenant,
-            actor={"kind": "system", "id": "system"},
-            correlation_id=None,
-            causation_id=None,
-        )
-    )
+    return factories.envelope(f"quote_request.{kind}", data, tenant)
 
 
 def apply_event(db: Any, envelope: dict[str, Any]) -> None:
@@ -93,11 +81,11 @@ def stored(db: Any, tenant: str, quote_id: str) -> QuoteRequestView:
 
 
 def staff(tenant: str) -> Actor:
-    return Actor(kind="staff", id=new_id(), tenant_id=tenant, roles=("advisor",))
+    return factories.staff("advisor", tenant=tenant)
 
 
 def portal(tenant: str, customer: str, units: tuple[str, ...] | None = None) -> Actor:
-    return Actor(kind="portal", id=new_id(), tenant_id=tenant, customer_id=customer, unit_ids=units)
+    return factories.portal(customer, tenant=tenant, units=units)
 
 
 # --- the version rule -------------------------------------------------------------------
@@ -440,13 +428,7 @@ def test_action_required_lists_what_the_caller_may_act_on_newest_first(db):
         customer_id=customer, status="customer_approval_needed", visible_to_customer=False
     )
     apply_event(db, event_of(tenant, hidden))
-    approver = Actor(
-        kind="portal",
-        id=new_id(),
-        tenant_id=tenant,
-        customer_id=customer,
-        permissions=("quotes.approve",),
-    )
+    approver = factories.portal(customer, tenant=tenant, permissions=("quotes.approve",))
     items = waiting(db, approver, limit=2)  # three pages
     assert [i["id"] for i in items] == [r["id"] for r in reversed(made)]
     assert items[0] == {
@@ -464,7 +446,7 @@ def test_action_required_lists_what_the_caller_may_act_on_newest_first(db):
     ]
     no_permission = replace(approver, permissions=("quotes.request",))
     preview = replace(approver, read_only=True)
-    token = Actor(kind="token", id=new_id(), tenant_id=tenant, work_order_id=new_id())
+    token = factories.token(new_id(), tenant=tenant)
     for nobody in (no_permission, preview, token):
         assert waiting(db, nobody) == []
     assert waiting(db, approver, {"quotes": False}) == []

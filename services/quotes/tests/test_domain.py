@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from dataclasses import dataclass, replace
+from functools import partial
 
 import pytest
 from hypothesis import given
@@ -21,6 +22,7 @@ from kit.errors import (
     status_for,
 )
 from services.quotes import domain as d
+from tests import factories
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -46,8 +48,7 @@ class Quote:
     created_by: str = "staff-1"
 
 
-def staff(*roles: str, tenant: str = TENANT) -> Actor:
-    return Actor(kind="staff", id="staff-1", tenant_id=tenant, roles=roles)
+staff = partial(factories.staff, tenant=TENANT, id="staff-1")
 
 
 def portal(
@@ -55,31 +56,24 @@ def portal(
     customer: str | None = CUSTOMER,
     units: tuple[str, ...] | None = None,
     read_only: bool = False,
-    tenant: str = TENANT,
 ) -> Actor:
-    return Actor(
-        kind="portal",
-        id="portal-1",
-        tenant_id=tenant,
+    return factories.portal(
+        customer,
+        tenant=TENANT,
         permissions=permissions,
-        customer_id=customer,
-        unit_ids=units,
+        units=units,
         read_only=read_only,
+        id="portal-1",
     )
 
 
 def token(work_order: str | None = WORK_ORDER, customer: str | None = CUSTOMER) -> Actor:
-    return Actor(
-        kind="token",
-        id="token-1",
-        tenant_id=TENANT,
-        customer_id=customer,
-        work_order_id=work_order,
-        views=("estimate",),
+    return factories.token(
+        work_order, tenant=TENANT, customer=customer, views=("estimate",), id="token-1"
     )
 
 
-SYSTEM = Actor(kind="system", id="system", tenant_id=TENANT)
+SYSTEM = factories.system(TENANT)
 INACTIVE_USER = str(uuid.UUID(int=32))
 # What the service knows of the directory in most tests: both units are the customer's,
 # USER is active (INACTIVE_USER is not in active_staff), OTHER_CUSTOMER is unknown.

@@ -9,22 +9,17 @@ entrypoint directly.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from nameko.testing.services import worker_factory
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import IntegrityError
 
-from contracts.events import make_envelope, parse_envelope
-from kit.context import ACTOR_KEY, Actor, Context, system_actor
+from kit.context import Actor
 from kit.db import DatabaseCore, sa_url
 from kit.errors import Forbidden, NotFound, ValidationFailed
 from kit.handlers import UnsupportedEventVersion
-from kit.providers import WorkerDb
 from services.quotes import directory, domain
 from services.quotes.models import (
     KnownCustomer,
@@ -36,6 +31,8 @@ from services.quotes.models import (
 )
 from services.quotes.serialise import to_dict
 from services.quotes.service import QuotesService
+from tests import factories
+from tests.factories import new_id
 from tests.support import scratch_database
 
 # ------------------------------------------------------------------------ fixtures
@@ -65,28 +62,10 @@ def owner(database):
 # ------------------------------------------------------------------------- helpers
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def envelope(kind: str, data: dict[str, Any], tenant: str, occurred_at: datetime | None = None):
-    env = make_envelope(
-        kind,
-        data,
-        tenant_id=tenant,
-        actor={"kind": "system", "id": "system", "name": "Portico"},
-        correlation_id=None,
-        causation_id=None,
-    )
-    if occurred_at is not None:
-        env["occurred_at"] = occurred_at.isoformat().replace("+00:00", "Z")
-    return parse_envelope(env)
-
-
 def stored(core: DatabaseCore, tenant: str, quote_id: str) -> dict[str, Any]:
     """The request as the quotes service holds it."""
     with core.unit_of_work(tenant_id=tenant) as uow:
-        return to_dict(uow.session.get(QuoteRequest, quote_id))
+        return to_dict(uow.session.get_one(QuoteRequest, quote_id))
 
 
 def outbox_data(core: DatabaseCore, tenant: str) -> list[dict[str, Any]]:
@@ -94,11 +73,6 @@ def outbox_data(core: DatabaseCore, tenant: str) -> list[dict[str, Any]]:
     with core.unit_of_work(tenant_id=tenant) as uow:
         rows = uow.session.execute(select(outbox.c.envelope).order_by(outbox.c.created_at))
         return [envelope["data"] for (envelope,) in rows]
-
-
-def service_as(core: DatabaseCore, actor: Actor) -> Any:
-    context = Context(SimpleNamespace(data={ACTOR_KEY: actor.to_json()}))
-    return worker_factory(QuotesService, db=WorkerDb(core, context), ctx=context)
 
 
 class Shop:
@@ -130,27 +104,24 @@ class Shop:
         }
 
     def tell(self, kind: str, data: dict[str, Any], at: datetime | None = None) -> dict:
-        event = envelope(kind, data, self.tenant, at)
+        event = factories.envelope(kind, data, self.tenant, at)
         self.service(self.staff()).on_directory_event(event)
         return event
 
     def staff(self, *roles: str) -> Actor:
-        return Actor(
-            kind="staff", id=self.advisor, tenant_id=self.tenant, roles=roles or ("manager",)
-        )
+        return factories.staff(*(roles or ("manager",)), tenant=self.tenant, id=self.advisor)
 
     def portal(self, units: tuple[str, ...] | None = None, actor_id: str | None = None) -> Actor:
-        return Actor(
-            kind="portal",
-            id=actor_id or self.portal_id,
-            tenant_id=self.tenant,
-            customer_id=self.customer,
+        return factories.portal(
+            self.customer,
+            tenant=self.tenant,
             permissions=(domain.PERM_REQUEST, domain.PERM_APPROVE),
-            unit_ids=units,
+            units=units,
+            id=actor_id or self.portal_id,
         )
 
     def service(self, actor: Actor) -> Any:
-        return service_as(self.core, actor)
+        return factories.service_as(QuotesService, self.core, actor)
 
     def quote(self, actor: Actor | None = None, **body: Any) -> dict[str, Any]:
         actor = actor or self.staff()
@@ -345,7 +316,7 @@ def test_the_snapshot_pages_every_record_oldest_first_for_the_system_only(core):
             "sha256": "0" * 64,
         },
     )
-    system = shop.service(system_actor(shop.tenant))
+    system = shop.service(factories.system(shop.tenant))
     quotes = snapshot_all(system, "snapshot_quote_requests")
     assert [q["id"] for q in quotes] == [q["id"] for q in made]  # this tenant's, oldest first
     assert quotes[0] == {k: v for k, v in made[0].items() if k != "attachment_count"}
