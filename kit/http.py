@@ -20,8 +20,13 @@ import json
 import logging
 import re
 import socket
+import sys
 from typing import Any
 
+import eventlet
+import eventlet.event
+import eventlet.semaphore
+from nameko.containers import WorkerContext
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -179,3 +184,99 @@ class HttpEntrypoint(HttpRequestHandler):
 
 
 http = HttpEntrypoint.decorator
+
+
+class InlineHttpEntrypoint(HttpEntrypoint):
+    """``@inline_http``: the method runs in the web server's own green thread for the
+    connection, on a service instance with the dependencies injected as for a worker,
+    but without a nameko worker: no worker pool, no spawned green thread, no event to
+    wait on. That machinery cost more than half of a plain process's throughput before
+    any work was done.
+
+    The dependencies' worker hooks (``worker_setup``, ``worker_result``,
+    ``worker_teardown``) still run, so metrics and the request context behave as
+    before. At most ``max_workers`` requests of the service run their method at once
+    (as with workers: the database pool is sized for that), but a response body the
+    method returns as a generator (a stream) is sent after the slot is given back, so
+    any number of streams may stay open. Stopping the service waits for the methods
+    that are running (not for open streams), as nameko waits for its workers.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        self._running = 0
+        self._idle = eventlet.event.Event()
+        self._idle.send(None)
+
+    def _limit(self) -> Any:
+        """One limit for every inline entrypoint of the service (its web server is
+        shared by them, one per container)."""
+        limit = getattr(self.server, "inline_limit", None)
+        if limit is None:
+            limit = eventlet.semaphore.Semaphore(self.container.max_workers)
+            self.server.inline_limit = limit
+        return limit
+
+    def handle_request(self, request: Request) -> Any:
+        request.shallow = False
+        try:
+            args, kwargs = self.get_entrypoint_parameters(request)
+            self.check_signature(args, kwargs)
+            with self._limit():
+                return self._run(request, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - what a worker would have turned into a 500
+            log.exception("unhandled error in %s", self.method_name, exc_info=exc)
+            return Response(
+                json.dumps(problem("internal_error", "Something went wrong on our side.")),
+                status=500,
+                mimetype=PROBLEM_TYPE,
+            )
+
+    def _run(self, request: Request, args: Any, kwargs: Any) -> Any:
+        container = self.container
+        data = self.server.context_data_from_headers(request)
+        worker_ctx = WorkerContext(container, None, self, args, kwargs, data=data)
+        service = container.service_cls()
+        worker_ctx.service = service
+        providers = container.dependencies
+        for provider in providers:
+            setattr(service, provider.attr_name, provider.get_dependency(worker_ctx))
+        self._begin()
+        try:
+            for provider in providers:
+                provider.worker_setup(worker_ctx)
+            result = exc_info = None
+            try:
+                result = getattr(service, self.method_name)(*args, **kwargs)
+            except Exception:
+                exc_info = sys.exc_info()
+                raise
+            finally:
+                for provider in providers:
+                    provider.worker_result(worker_ctx, result, exc_info)
+                for provider in providers:
+                    provider.worker_teardown(worker_ctx)
+                del exc_info
+            return self.response_from_result(result)
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
+        if self._running == 0:
+            self._idle.reset()
+        self._running += 1
+
+    def _end(self) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._idle.send(None)
+
+    def stop(self) -> None:
+        super().stop()  # no new requests reach this entrypoint
+        with eventlet.Timeout(STOP_GRACE_SECONDS, False):
+            self._idle.wait()
+
+
+STOP_GRACE_SECONDS = 30.0
+
+inline_http = InlineHttpEntrypoint.decorator

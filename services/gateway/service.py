@@ -1,6 +1,11 @@
 """The HTTP edge, hosted by nameko: every ``/api/v1`` request enters through
 :meth:`GatewayService.api`, is authenticated here, and is routed to a handler that
-either works on the gateway's own directory or calls a service over RPC."""
+either works on the gateway's own directory or calls a service over RPC.
+
+The HTTP entrypoints are ``inline_http`` (kit.http): each request runs in the web
+server's green thread for its connection with this class's dependencies injected, not
+in a nameko worker; event consumers, RPC clients, the outbox relay and health stay
+nameko's."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from werkzeug.wrappers import Request, Response
 from kit.blobs import Blobs
 from kit.context import new_request_id
 from kit.health import HealthEndpoints
-from kit.http import http
+from kit.http import inline_http
 from kit.observability import Metrics
 from kit.providers import Database, RequestContext, RpcClient
 from kit.schemas import shared
@@ -66,11 +71,11 @@ class GatewayService(HealthEndpoints):
     blobs = Blobs()
     metrics = Metrics()
 
-    @http("GET", OPENAPI_PATH)
+    @inline_http("GET", OPENAPI_PATH)
     def openapi(self, request: Request) -> Response:
         return json_response(openapi_document())
 
-    @http(METHODS, "/api/v1/<path:path>")
+    @inline_http(METHODS, "/api/v1/<path:path>")
     def api(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
         request_id = _request_id(request)
@@ -91,8 +96,8 @@ class GatewayService(HealthEndpoints):
         )
         return response
 
-    @http(METHODS, "/")
-    @http(METHODS, "/<path:path>")
+    @inline_http(METHODS, "/")
+    @inline_http(METHODS, "/<path:path>")
     def outside_api(self, request: Request, path: str = "") -> Response:
         """Anything outside ``/api/v1`` and the health endpoints: a problem+json 404
         like any other, never the web server's HTML page."""
