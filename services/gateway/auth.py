@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request
 from kit.config import ConfigError, Settings, read_settings
 from kit.context import Actor
 from kit.db import utcnow
-from services.gateway import domain
+from services.gateway import domain, edgecache
 from services.gateway.models import (
     AuthSession,
     PortalAccount,
@@ -74,15 +74,27 @@ class AuthCore:
         actor = domain.actor_from_claims(claims)
         if actor is None:
             raise _unauthenticated("The token does not describe a caller.")
-        # Revocation: logout, refresh-token reuse or a disabled account end the session now.
-        alive = core.read(
-            actor.tenant_id,
-            AuthSession,
-            select(AuthSession.id).where(
-                AuthSession.id == claims["sid"],
-                AuthSession.revoked_at.is_(None),
-                AuthSession.expires_at > utcnow(),
-            ),
+        # Revocation: logout, refresh-token reuse or a disabled account end the session now
+        # (on every replica: the cache is invalidated with the change, services.gateway.edgecache).
+        session_id = str(claims["sid"])
+
+        def load() -> tuple[str, Any] | None:
+            rows = core.read(
+                actor.tenant_id,
+                AuthSession,
+                select(AuthSession.subject_id, AuthSession.expires_at).where(
+                    AuthSession.id == session_id,
+                    AuthSession.revoked_at.is_(None),
+                    AuthSession.expires_at > utcnow(),
+                ),
+            )
+            return (str(rows[0][0]), rows[0][1]) if rows else None
+
+        cache = edgecache.cache_for(core)
+        alive = (
+            cache.session_alive(actor.tenant_id, session_id, load)
+            if cache is not None
+            else load() is not None
         )
         if not alive:
             raise _unauthenticated("This session has ended.")
@@ -369,10 +381,38 @@ def _digest(value: str) -> str:
 
 
 class Authenticator(DependencyProvider):
-    """Injects the process-wide :class:`AuthCore` (keys are loaded once)."""
+    """Injects the process-wide :class:`AuthCore` (keys are loaded once), and runs the
+    edge cache of the service's database (session liveness, feature switches) with its
+    listener for invalidations (services.gateway.edgecache)."""
 
     def setup(self) -> None:
-        self.core = AuthCore(read_settings())
+        settings = read_settings()
+        self.core = AuthCore(settings)
+        self.cache = edgecache.EdgeCache(ttl=float(settings.raw.get("EDGE_CACHE_SECONDS", "60")))
+        self._db: Any = None
+        edgecache.install_hooks()
+
+    def start(self) -> None:
+        from kit.providers import Database
+
+        db = next((d for d in self.container.dependencies if isinstance(d, Database)), None)
+        if db is None or db.core is None or self.cache.ttl <= 0:
+            return
+        self._db = db.core
+        edgecache.register(db.core, self.cache)
+        engine = db.core.engine
+
+        def connect() -> Any:
+            raw = engine.raw_connection()
+            raw.detach()  # ours for good, never returned to the pool
+            return raw.dbapi_connection
+
+        self.container.spawn_managed_thread(lambda: self.cache.listen_forever(connect))
+
+    def stop(self) -> None:
+        self.cache.stop()
+        if self._db is not None:
+            edgecache.unregister(self._db)
 
     def get_dependency(self, worker_ctx: Any) -> _BoundAuth:
         return _BoundAuth(self.core)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from kit import access
 from kit.context import Actor
-from services.gateway import domain
+from services.gateway import domain, edgecache
 from services.gateway.models import Customer, TenantSettings
 
 
@@ -38,6 +38,15 @@ def require_feature(core: Any, actor: Actor, feature: str) -> None:
 
 
 def _switches(core: Any, actor: Actor) -> tuple[Any, Any]:
+    """Cached per process and invalidated with every change on every replica
+    (services.gateway.edgecache)."""
+    cache = edgecache.cache_for(core)
+    if cache is None:
+        return _read_switches(core, actor)
+    return cache.switches(actor.tenant_id, actor.customer_id, lambda: _read_switches(core, actor))
+
+
+def _read_switches(core: Any, actor: Actor) -> tuple[Any, Any]:
     if actor.customer_id is None:
         rows = core.read(actor.tenant_id, TenantSettings, select(TenantSettings.features))
         return (rows[0][0] if rows else None), None

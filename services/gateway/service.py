@@ -5,7 +5,8 @@ either works on the gateway's own directory or calls a service over RPC.
 The HTTP entrypoints are ``inline_http`` (kit.http): each request runs in the web
 server's green thread for its connection with this class's dependencies injected, not
 in a nameko worker; event consumers, RPC clients, the outbox relay and health stay
-nameko's."""
+nameko's. Session liveness and feature switches are cached per process and invalidated
+across replicas with the change (services.gateway.edgecache)."""
 
 from __future__ import annotations
 
