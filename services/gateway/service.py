@@ -28,17 +28,20 @@ from services.gateway import (  # noqa: F401
     api_accounts,
     api_auth,
     api_directory,
+    api_events,
     api_links,
     api_notify,
     api_quotes,
     api_staff,
     domain,
+    events,
     idempotency,
 )
 from services.gateway.auth import Authenticator
 from services.gateway.features import require_feature
 from services.gateway.models import metadata
 from services.gateway.openapi import openapi_document
+from services.gateway.rebuild import ViewCatchUp
 from services.gateway.web import (
     API_PREFIX,
     ApiError,
@@ -71,6 +74,8 @@ class GatewayService(HealthEndpoints):
     auth = Authenticator()
     blobs = Blobs()
     metrics = Metrics()
+    on_event = events.handlers.consumer()
+    views_catch_up = ViewCatchUp()  # views never built are rebuilt from their owners
 
     @inline_http("GET", OPENAPI_PATH)
     def openapi(self, request: Request) -> Response:

@@ -424,11 +424,18 @@ def _apply_attachments(uow: UnitOfWork, items: Iterable[Mapping[str, Any]]) -> N
         add_attachment(uow, QUOTE_REQUEST, item["quote_request_id"], item)
 
 
+def _apply_notifications(uow: UnitOfWork, items: Iterable[Mapping[str, Any]]) -> None:
+    from services.gateway import feed  # feed hooks into events, which imports this module
+
+    feed.apply_snapshot(uow, items)
+
+
 # view -> (owning service, its snapshot RPC method, how a page is applied)
 SNAPSHOTS: dict[str, tuple[str, str, Callable[[UnitOfWork, Iterable[Any]], None]]] = {
     "quote_requests": ("quotes", "snapshot_quote_requests", _apply_quotes),
     "quote_comments": ("quotes", "snapshot_comments", _apply_comments),
     "quote_attachments": ("quotes", "snapshot_attachments", _apply_attachments),
+    "notifications": ("notify", "snapshot_notifications", _apply_notifications),
 }
 
 

@@ -365,6 +365,7 @@ def test_a_rebuild_fills_the_views_and_never_overwrites_a_newer_event(db):
         "snapshot_quote_requests": [recs[:2], recs[2:4], recs[4:]],
         "snapshot_comments": [[comment]],
         "snapshot_attachments": [[]],
+        "snapshot_notifications": [[]],
     }
     calls: list[tuple[str, str, dict[str, Any]]] = []
 
