@@ -305,13 +305,13 @@ class AttachmentView(TenantScoped, Base):
     __table_args__ = (Index(None, "tenant_id", "record", "record_id", "created_at", "id"),)
 
 
-class ViewBuild(Base):
-    """When each view was last rebuilt from its owner's snapshot, per tenant (not tenant
-    data: the operator's bookkeeping). A tenant without a row has never been built, and
-    the gateway catches it up by itself."""
+class ViewBuild(TenantScoped, Base):
+    """When each view of a tenant was last rebuilt from its owner's snapshot. A tenant
+    without a row has never been built, and the gateway catches it up by itself."""
 
     __tablename__ = "view_builds"
     view: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # part of the key, as TenantScoped's column (row-level security like every table)
     tenant_id: Mapped[str] = mapped_column(UUID, primary_key=True)
     built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rows: Mapped[int] = mapped_column(Integer, default=0)

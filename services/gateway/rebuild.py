@@ -79,7 +79,7 @@ def rebuild_views(
 
 def mark_built(core: DatabaseCore, tenant_id: str) -> None:
     """A new tenant has nothing to rebuild: every view of it is built (empty)."""
-    with core.unit_of_work(system=True) as uow:
+    with core.unit_of_work(tenant_id=tenant_id) as uow:
         for name in views.SNAPSHOTS:
             stmt = pg_insert(ViewBuild).values(
                 view=name, tenant_id=tenant_id, built_at=datetime.now(UTC), rows=0

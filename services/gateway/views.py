@@ -470,9 +470,11 @@ def rebuild(core: Any, tenant_id: str, view: str, fetch: SnapshotCall) -> int:
 
 
 def unbuilt(core: Any, tenant_ids: Iterable[str]) -> list[tuple[str, str]]:
-    """(tenant, view) pairs never built: what a gateway catches up by itself."""
-    with core.unit_of_work(system=True) as uow:
-        built = {
-            (t, v) for v, t in uow.session.execute(select(ViewBuild.view, ViewBuild.tenant_id))
-        }
-    return [(t, v) for t in tenant_ids for v in SNAPSHOTS if (str(t), v) not in built]
+    """(tenant, view) pairs never built: what a gateway catches up by itself (one small
+    read per tenant, in the tenant: the bookkeeping is tenant data like any other)."""
+    pending = []
+    for tenant_id in tenant_ids:
+        with core.unit_of_work(tenant_id=tenant_id) as uow:
+            built = set(uow.session.scalars(select(ViewBuild.view)))
+        pending += [(str(tenant_id), v) for v in SNAPSHOTS if v not in built]
+    return pending

@@ -94,7 +94,6 @@ def upgrade() -> None:
     )
     _index("attachment_views", "tenant_id")
     _index("attachment_views", "tenant_id", "record", "record_id", "created_at", "id")
-    enable_rls(op, S, ["quote_request_views", "comment_views", "attachment_views"])
 
     op.create_table(
         "view_builds",
@@ -105,6 +104,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("view", "tenant_id", name="pk_view_builds"),
         schema=S,
     )
+    enable_rls(op, S, ["quote_request_views", "comment_views", "attachment_views", "view_builds"])
 
 
 def downgrade() -> None:
