@@ -18,10 +18,13 @@ How it stays correct:
   and every lookup reads the database until the listener is back and listening again.
 - **No stale refill.** An invalidation that arrives while a request reads the database
   bumps the epoch; the request's answer is then not stored.
-- **The very next request.** Before answering from the cache, a request drains the
+- **The very next request.** The replica that made the change applies it to its own
+  cache right after the commit. Before answering from the cache, a request drains the
   notifications already waiting on the listening socket (one non-blocking read), so it
-  does not depend on when the listener's green thread is scheduled: a change committed
-  before the request arrived is seen by it.
+  does not depend on when the listener's green thread is scheduled. What remains on
+  another replica is PostgreSQL's own delivery of the notification to its listening
+  connection (normally well under a millisecond after the commit; more if PostgreSQL is
+  starved of CPU).
 - A time limit (``EDGE_CACHE_SECONDS``, 60 s) bounds what a change made outside the
   application (hand-written SQL) could leave behind.
 """
@@ -298,12 +301,31 @@ def _payloads_for_flush(session: Session) -> set[str]:
     return out
 
 
+def _send(session: Session, payloads: set[str]) -> None:
+    conn = session.connection()
+    for payload in sorted(payloads):
+        notify(conn, payload)
+    # This replica applies them itself right after the commit: its own next request
+    # must not depend on when PostgreSQL delivers the notification back to it.
+    session.info.setdefault("edge_invalidations", set()).update(payloads)
+
+
 def _after_flush(session: Session, flush_context: Any) -> None:
     payloads = _payloads_for_flush(session)
     if payloads:
-        conn = session.connection()
-        for payload in sorted(payloads):
-            notify(conn, payload)
+        _send(session, payloads)
+
+
+def _after_commit(session: Session) -> None:
+    payloads = session.info.pop("edge_invalidations", None)
+    if payloads:
+        for cache in list(_caches.values()):
+            for payload in payloads:
+                cache.invalidate(payload)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop("edge_invalidations", None)
 
 
 def _bulk(state: Any) -> None:
@@ -321,7 +343,7 @@ def _bulk(state: Any) -> None:
         payload = f"features:{tenant}"
     else:
         payload = f"sessions:{tenant}"
-    notify(state.session.connection(), payload)
+    _send(state.session, {payload})
 
 
 _installed = False
@@ -334,5 +356,7 @@ def install_hooks() -> None:
         return
     # after_flush still sees the flushed objects in new / dirty / deleted.
     event.listen(Session, "after_flush", _after_flush)
+    event.listen(Session, "after_commit", _after_commit)
+    event.listen(Session, "after_rollback", _after_rollback)
     event.listen(Session, "do_orm_execute", _bulk)
     _installed = True
