@@ -1,5 +1,7 @@
-"""Baseline for the gateway benchmark: one plain process serving the same read straight
-from PostgreSQL (eventlet WSGI + green psycopg2, no broker, no auth, no RPC)."""
+"""Baseline for the gateway benchmark: one plain process serving the same reads straight
+from PostgreSQL (eventlet WSGI + green psycopg2, no broker, no auth, no RPC): a quote
+request by id and the newest 50 from the quotes schema, and the gateway's own view
+queries behind /action-required (``?customer=``) and /notifications (``?recipient=``)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,42 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
     conn = pool.get()
     try:
         with conn.cursor() as cur:
-            if path == "/quote-requests":
+            query = dict(
+                part.split("=", 1)
+                for part in environ.get("QUERY_STRING", "").split("&")
+                if "=" in part
+            )
+            if path == "/action-required":  # the view query, without scope, auth or paging
+                cur.execute(
+                    "select id, number, created_at from gateway.quote_request_views"
+                    " where customer_id = %s and status = 'customer_approval_needed'"
+                    " and visible_to_customer order by created_at desc, id desc limit 50",
+                    (query["customer"],),
+                )
+                body = {
+                    "items": [
+                        dict(zip(("id", "number", "created_at"), r, strict=True)) for r in cur
+                    ]
+                }
+            elif path == "/notifications":
+                cur.execute(
+                    "select n.id, n.title, n.body, n.link, n.created_at, r.read_at"
+                    " from gateway.notification_views n left join gateway.notification_read_views r"
+                    " on r.notification_id = n.id and r.reader_id = n.recipient_id"
+                    " where n.recipient_id = %s order by r.read_at is not null,"
+                    " n.created_at desc, n.id desc limit 50",
+                    (query["recipient"],),
+                )
+                names = ("id", "title", "body", "link", "created_at", "read_at")
+                items = [dict(zip(names, r, strict=True)) for r in cur]
+                cur.execute(
+                    "select count(*) from gateway.notification_views n where n.recipient_id = %s"
+                    " and not exists (select 1 from gateway.notification_read_views r"
+                    " where r.notification_id = n.id and r.reader_id = n.recipient_id)",
+                    (query["recipient"],),
+                )
+                body = {"items": items, "unread_count": cur.fetchone()[0]}
+            elif path == "/quote-requests":
                 cur.execute(
                     f"select {COLUMNS} from quotes.quote_requests order by created_at desc, id desc limit 50"
                 )

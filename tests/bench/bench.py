@@ -25,9 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench import edge  # noqa: E402
 from tests.support import Client, Environment, Process, free_port, wait_for, wait_ready  # noqa: E402
 
 DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
+# BENCH_CONNECTIONS=64 measures only the issue's target point
+CONNECTIONS = tuple(int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16,64").split(","))
 
 
 def load(port: int, path: str, headers: dict[str, str], conns: int, seconds: float) -> dict:
@@ -171,12 +174,40 @@ def main() -> None:
         ).start()
         time.sleep(1.5)
         gport = env.ports["gateway"]
-        for label, gpath, bpath in (
-            ("GET /quote-requests/{id}", f"/api/v1/quote-requests/{qid}", f"/quote-requests/{qid}"),
-            ("GET /quote-requests?limit=50", "/api/v1/quote-requests?limit=50", "/quote-requests"),
+        assert portal.token and advisor.token
+        portal_token, advisor_token = portal.token, advisor.token
+        customer = portal.get("/me").json()["customer_id"]
+        advisor_id = advisor.get("/me").json()["id"]
+        edge.awaiting_approval(env.base, portal_token, advisor_token, 10)
+        staff_auth = {"Authorization": f"Bearer {advisor.token}"}
+        for label, gpath, bpath, headers in (
+            (
+                "GET /quote-requests/{id}",
+                f"/api/v1/quote-requests/{qid}",
+                f"/quote-requests/{qid}",
+                auth,
+            ),
+            (
+                "GET /quote-requests?limit=50",
+                "/api/v1/quote-requests?limit=50",
+                "/quote-requests",
+                auth,
+            ),
+            (
+                "GET /action-required",
+                "/api/v1/action-required",
+                f"/action-required?customer={customer}",
+                auth,
+            ),
+            (
+                "GET /notifications (staff)",
+                "/api/v1/notifications",
+                f"/notifications?recipient={advisor_id}",
+                staff_auth,
+            ),
         ):
-            for conns in (1, 16, 64):
-                g = load(gport, gpath, auth, conns, DURATION)
+            for conns in CONNECTIONS:
+                g = load(gport, gpath, headers, conns, DURATION)
                 b = load(bport, bpath, {}, conns, DURATION)
                 results.setdefault("gateway", []).append(
                     {
@@ -192,6 +223,31 @@ def main() -> None:
         if os.environ.get("BENCH_ONLY") == "gateway":
             print(json.dumps(results, indent=2))
             return
+        # issue 8: writes, read-your-writes, view lag, two of each process
+        results["writes_16_conns"] = edge.writes(env.base, portal_token, advisor_token)
+        print(json.dumps({"writes_16_conns": results["writes_16_conns"]}), flush=True)
+        results["read_your_writes"] = edge.read_your_writes(env.base, portal_token, advisor_token)
+        print(json.dumps({"read_your_writes": results["read_your_writes"]}), flush=True)
+        results["view_lag"] = edge.view_lag(env.base, portal_token)
+        print(json.dumps({"view_lag": results["view_lag"]}), flush=True)
+
+        def start(service: str, port: int) -> Process:
+            proc = Process(
+                [sys.executable, "-m", "portico.cli", "run", service],
+                {**env.env, "PORT": str(port)},
+                tmp / f"{service}-{port}.log",
+            ).start()
+            wait_ready(f"http://127.0.0.1:{port}/readyz", 60, proc)
+            return proc
+
+        results["scale_out"] = edge.scale_out(
+            start,
+            free_port,
+            gport,
+            lambda port, conns: load(port, f"/api/v1/quote-requests/{qid}", auth, conns, DURATION),
+            portal_token,
+        )
+        print(json.dumps({"scale_out": results["scale_out"]}), flush=True)
         # event path: approve -> email at the SMTP catcher, light load (sequential)
         for q in ids[1:41]:
             advisor.patch(f"/quote-requests/{q}", {"status": "in_process"})
