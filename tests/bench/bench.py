@@ -317,6 +317,9 @@ def burst(env: Environment, count: int) -> dict:
     with engine.connect() as conn:
         tenant = conn.execute(text("select id from gateway.tenants where slug='demo'")).scalar_one()
         before = conn.execute(text("select count(*) from notify.processed_events")).scalar_one()
+        gateway_before = conn.execute(
+            text("select count(*) from gateway.processed_events")
+        ).scalar_one()
     publisher = EventPublisher(env.amqp_uri)
     data = {
         "quote_request_id": str(uuid.uuid4()),
@@ -360,6 +363,20 @@ def burst(env: Environment, count: int) -> dict:
         handled = (
             conn.execute(text("select count(*) from notify.processed_events")).scalar_one() - before
         )
+
+    def gateway_drained() -> int | None:  # the views and the stream log, beside notify
+        with engine.connect() as conn:
+            n = (
+                conn.execute(text("select count(*) from gateway.processed_events")).scalar_one()
+                - gateway_before
+            )
+        return n if n >= count else None
+
+    try:
+        wait_for(gateway_drained, timeout=300, interval=0.25)
+        gateway_total: float | None = time.monotonic() - t0
+    except TimeoutError:
+        gateway_total = None
     engine.dispose()
     return {
         "events": count,
@@ -368,6 +385,8 @@ def burst(env: Environment, count: int) -> dict:
         "publish_s": round(published, 2),
         "drained_s": round(total, 2) if total else None,
         "events_per_s": round(count / total, 1) if total else None,
+        "gateway_drained_s": round(gateway_total, 2) if gateway_total else None,
+        "gateway_events_per_s": round(count / gateway_total, 1) if gateway_total else None,
     }
 
 
