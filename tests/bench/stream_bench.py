@@ -12,6 +12,7 @@ private database and vhost (as the tests do), then measures
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -74,7 +75,17 @@ class Reader:
             pass
 
     def close(self) -> None:
-        self.r.close()
+        # Shut the socket down under the reading thread: closing the response from
+        # here would wait for that thread's read (it holds the connection's lock).
+        import socket
+
+        sock = getattr(getattr(getattr(self.r.raw, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(sock, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        else:
+            self.r.close()
 
 
 def other_tenant(env: Environment, base: str) -> Client:
@@ -107,6 +118,9 @@ def main() -> None:
         class Sys:  # what tests.support.invite_portal_user reads
             base, tenant = env.base, DEMO_TENANT
             env_ = env
+
+            def anonymous(self) -> Client:
+                return Client(self.base)
 
         sysobj: Any = Sys()
         sysobj.env = env
