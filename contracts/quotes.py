@@ -17,6 +17,15 @@ EXPORT_PAGE_MAX = 1000  # rows per export page between the gateway and the servi
 Str = fields.String
 
 
+def number_text(n: int) -> str:
+    """A quote request's human number, e.g. Q-000042 (stored as the integer 42)."""
+    return f"Q-{n:06d}"
+
+
+def number_value(number: str | int) -> int:
+    return number if isinstance(number, int) else int(str(number).removeprefix("Q-"))
+
+
 class QuoteFilters(Schema):
     status = Str(validate=validate.OneOf(STATUSES))
     created_by_customer = fields.Boolean()

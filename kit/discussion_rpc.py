@@ -31,6 +31,7 @@ from typing import Any
 from marshmallow import Schema
 
 from contracts.discussion import CommentRequest, SnapshotPage
+from kit import pagination
 from kit.access import require_system
 from kit.discussion_store import DiscussionStore
 from kit.providers import rpc
@@ -131,7 +132,9 @@ def discussion_entrypoints(
         require_system(actor)
         f = parse(SnapshotPage, query or {})
         with self.db.unit_of_work() as uow:
-            rows, cursor = store.snapshot(uow, store.comment, f.get("limit"), f.get("cursor"))
+            rows, cursor = pagination.snapshot(
+                uow.session, store.comment, f.get("limit"), f.get("cursor")
+            )
             items = [
                 {**comment_out(x), "deleted_at": x.deleted_at and when(x.deleted_at)} for x in rows
             ]
@@ -143,7 +146,9 @@ def discussion_entrypoints(
         require_system(actor)
         f = parse(SnapshotPage, query or {})
         with self.db.unit_of_work() as uow:
-            rows, cursor = store.snapshot(uow, store.attachment, f.get("limit"), f.get("cursor"))
+            rows, cursor = pagination.snapshot(
+                uow.session, store.attachment, f.get("limit"), f.get("cursor")
+            )
             return {"items": [attachment_out(a) for a in rows], "next_cursor": cursor}
 
     methods: dict[str, Callable[..., Any]] = {

@@ -24,7 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import mapped_column
 
-from kit import pagination
 from kit.access import ActorLike
 from kit.db import TenantScoped, UnitOfWork, new_id, utcnow
 from kit.discussion import Discussion
@@ -161,16 +160,6 @@ class DiscussionStore:
             .where(getattr(self.attachment, self.d.record_key) == record_id)
         )
         return uow.session.scalar(stmt) or 0
-
-    @staticmethod
-    def snapshot(
-        uow: UnitOfWork, model: Any, limit: int | None, cursor: str | None
-    ) -> tuple[list[Any], str | None]:
-        """Every row of ``model`` in the tenant, oldest first (a views rebuild)."""
-        stmt, size = pagination.page(
-            select(model), model, limit, cursor, oldest_first=True, max_limit=1000
-        )
-        return pagination.split(list(uow.session.scalars(stmt)), size)
 
     def _find(self, uow: UnitOfWork, model: Any, record_id: str, row_id: str) -> Any:
         if not is_uuid(row_id):

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, select
 
 from contracts.common import CURSOR_PATTERN  # the contracts state it; the kit must match it
 from kit.errors import ValidationFailed
@@ -68,6 +68,35 @@ def page(
     else:
         order = (model.created_at.desc(), model.id.desc())
     return stmt.order_by(*order).limit(limit + 1), limit
+
+
+def read_page(
+    session: Any,
+    stmt: Any,
+    model: Any,
+    limit: int | None,
+    cursor: str | None,
+    *,
+    oldest_first: bool = False,
+    max_limit: int = MAX_LIMIT,
+) -> tuple[list[Any], str | None]:
+    """One page of ``stmt``'s ``model`` rows and the next page's cursor (None: no more)."""
+    stmt, size = page(stmt, model, limit, cursor, oldest_first=oldest_first, max_limit=max_limit)
+    return split(list(session.scalars(stmt)), size)
+
+
+SNAPSHOT_MAX_LIMIT = 1000
+
+
+def snapshot(
+    session: Any, model: Any, limit: int | None, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """Every ``model`` row of the session's tenant, oldest first, page by page: what a
+    service pages out for a rebuild of the gateway's views (``snapshot_*`` RPCs)."""
+    return read_page(
+        session, select(model), model, limit, cursor, oldest_first=True,
+        max_limit=SNAPSHOT_MAX_LIMIT,
+    )  # fmt: skip
 
 
 def split(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:

@@ -28,9 +28,8 @@ from services.gateway.web import (
     Call,
     PageQuery,
     expected_version,
-    page,
+    read_page,
     route,
-    split,
 )
 
 Str = fields.String
@@ -102,8 +101,7 @@ def visible_customer(uow: Any, call: Call, customer_id: str) -> Customer:
 
 
 def list_page(uow: Any, stmt: Any, model: Any, query: dict[str, Any]) -> dict[str, Any]:
-    stmt, limit = page(stmt, model, query["limit"], query.get("cursor"))
-    items, cursor = split(list(uow.session.scalars(stmt)), limit)
+    items, cursor = read_page(uow.session, stmt, model, query["limit"], query.get("cursor"))
     return {"items": items, "next_cursor": cursor}
 
 

@@ -418,11 +418,6 @@ def clean_reason_codes(codes: Iterable[str]) -> list[str]:
     return out
 
 
-# --- what waits for a customer -----------------------------------------------------------
-def _when(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
 def staff_user_event(user: Any) -> dict[str, Any]:
     """Data of ``directory.staff_user.*``: what other services keep about staff."""
     return {

@@ -27,6 +27,7 @@ from prometheus_client import Histogram
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from contracts.quotes import number_text, number_value
 from kit import pagination
 from kit.access import Fields, Scope
 from kit.access_sql import columns_of, scope_filter
@@ -69,14 +70,6 @@ def _when(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def number_value(number: str | int) -> int:
-    return number if isinstance(number, int) else int(str(number).removeprefix("Q-"))
-
-
-def number_text(n: int) -> str:
-    return f"Q-{n:06d}"
 
 
 # --- writing the views ------------------------------------------------------------------
@@ -310,10 +303,10 @@ def quote_page(
 ) -> tuple[list[QuoteRequestView], str | None]:
     """A page, newest first, of the requests ``actor`` sees under the filters ``f``."""
     stmt = select(QuoteRequestView).where(scope_filter(Scope.of(actor), QUOTE_SCOPE))
-    stmt, limit = pagination.page(
-        _filtered(stmt, f), QuoteRequestView, f.get("limit"), f.get("cursor"), max_limit=max_limit
-    )
-    return pagination.split(list(uow.session.scalars(stmt)), limit)
+    return pagination.read_page(
+        uow.session, _filtered(stmt, f), QuoteRequestView, f.get("limit"), f.get("cursor"),
+        max_limit=max_limit,
+    )  # fmt: skip
 
 
 def quote_counts(uow: UnitOfWork, actor: Actor, f: Mapping[str, Any]) -> dict[str, int]:
@@ -335,8 +328,7 @@ def comments_page(
         CommentView.record_id == record_id,
         CommentView.deleted_at.is_(None),
     )
-    stmt, size = pagination.page(stmt, CommentView, limit, cursor, oldest_first=True)
-    return pagination.split(list(uow.session.scalars(stmt)), size)
+    return pagination.read_page(uow.session, stmt, CommentView, limit, cursor, oldest_first=True)
 
 
 def attachments_page(
@@ -345,8 +337,7 @@ def attachments_page(
     stmt = select(AttachmentView).where(
         AttachmentView.record == record, AttachmentView.record_id == record_id
     )
-    stmt, size = pagination.page(stmt, AttachmentView, limit, cursor, oldest_first=True)
-    return pagination.split(list(uow.session.scalars(stmt)), size)
+    return pagination.read_page(uow.session, stmt, AttachmentView, limit, cursor, oldest_first=True)
 
 
 def attachment_of(

@@ -28,8 +28,7 @@ from kit.errors import DomainError, problem, status_for
 from kit.pagination import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 from kit.pagination import decode_cursor as decode_cursor  # re-exported for route modules
 from kit.pagination import encode_cursor as encode_cursor
-from kit.pagination import page as page
-from kit.pagination import split as split
+from kit.pagination import read_page as read_page
 from kit.providers import broker_unavailable
 from kit.schemas import shared, text_errors, validation_errors
 

@@ -36,7 +36,6 @@ from services.notify.models import Notification, NotificationRead
 # In-app items never change once stored: every ``notification.created`` says version 1.
 FEED_ITEM_VERSION = 1
 READ_EVENT_BATCH = 500  # item ids per ``notification.read`` event
-SNAPSHOT_PAGE_MAX = 1000
 
 _N = cast(Table, Notification.__table__)
 
@@ -256,15 +255,9 @@ def notification_snapshot(uow: UnitOfWork, query: dict[str, Any]) -> dict[str, A
     """Every in-app item of the tenant, oldest first, each with every reader's mark:
     what the gateway's feed view is rebuilt from."""
     f = load_payload(SnapshotPage, query)
-    stmt, size = pagination.page(
-        select(Notification),
-        Notification,
-        f.get("limit"),
-        f.get("cursor"),
-        oldest_first=True,
-        max_limit=SNAPSHOT_PAGE_MAX,
+    rows, next_cursor = pagination.snapshot(
+        uow.session, Notification, f.get("limit"), f.get("cursor")
     )
-    rows, next_cursor = pagination.split(list(uow.session.scalars(stmt)), size)
     reads: dict[str, list[dict[str, Any]]] = {}
     if rows:
         marks = uow.session.scalars(

@@ -240,8 +240,9 @@ def delivery_page(uow: UnitOfWork, actor: Actor, query: dict[str, Any]) -> dict[
     for key in ("status", "channel", "event_type"):
         if f.get(key):
             stmt = stmt.where(getattr(Delivery, key) == f[key])
-    stmt, limit = pagination.page(stmt, Delivery, f.get("limit"), f.get("cursor"))
-    rows, next_cursor = pagination.split(list(uow.session.scalars(stmt)), limit)
+    rows, next_cursor = pagination.read_page(
+        uow.session, stmt, Delivery, f.get("limit"), f.get("cursor")
+    )
     schema = c.DeliverySchema()
     return {
         "items": [schema.dump({k: getattr(d, k) for k in schema.fields}) for d in rows],

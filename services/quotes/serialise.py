@@ -6,16 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from contracts import quotes as c
+from contracts.quotes import number_text
 from kit.schemas import shared
 from services.quotes.models import QuoteRequest
 
 
 def _when(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def number_text(n: int) -> str:
-    return f"Q-{n:06d}"
 
 
 def to_dict(q: QuoteRequest, attachment_count: int | None = None) -> dict[str, Any]:

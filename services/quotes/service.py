@@ -5,8 +5,8 @@ Clients read quote requests from the gateway's views, fed by this service's even
 (each carries the request's whole state); this service answers commands, and pages its
 records out for a rebuild of those views (``snapshot_*``, the system only).
 
-Where the rest lives: the rules in :mod:`~services.quotes.domain`, the snapshot query in
-:mod:`~services.quotes.queries`, loading and numbering in :mod:`~services.quotes.store`,
+Where the rest lives: the rules in :mod:`~services.quotes.domain`, loading and numbering
+in :mod:`~services.quotes.store`,
 the contract's shapes in :mod:`~services.quotes.serialise`; comments and files are the
 kit's discussion (:mod:`kit.discussion_rpc`); ``directory.*`` events keep the local
 copies every reference is checked against (:mod:`services.quotes.directory`).
@@ -18,6 +18,7 @@ from typing import Any
 
 from contracts import quotes as c
 from contracts.discussion import SnapshotPage
+from kit import pagination
 from kit.access import require_system
 from kit.db import utcnow
 from kit.discussion_rpc import discussion_entrypoints
@@ -25,7 +26,7 @@ from kit.health import HealthEndpoints
 from kit.observability import Metrics
 from kit.providers import Database, RequestContext, rpc
 from kit.schemas import parse
-from services.quotes import directory, domain, queries, store
+from services.quotes import directory, domain, store
 from services.quotes.models import QuoteRequest, metadata
 from services.quotes.serialise import event_data, to_dict
 
@@ -65,7 +66,9 @@ class QuotesService(QuoteDiscussion, HealthEndpoints):  # type: ignore[misc, val
         require_system(actor)
         f = parse(SnapshotPage, query or {})
         with self.db.unit_of_work() as uow:
-            rows, next_cursor = queries.snapshot_page(uow, f.get("limit"), f.get("cursor"))
+            rows, next_cursor = pagination.snapshot(
+                uow.session, QuoteRequest, f.get("limit"), f.get("cursor")
+            )
             return {"items": [to_dict(q) for q in rows], "next_cursor": next_cursor}
 
     # --- writes -----------------------------------------------------------------------
